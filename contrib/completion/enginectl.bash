@@ -1,0 +1,88 @@
+# bash completion for enginectl (llm-engine's command-line client).
+# Installed as /usr/share/bash-completion/completions/enginectl.
+
+# _enginectl_models prints the ids of the loaded models (asks the daemon;
+# nothing if it cannot be reached).
+_enginectl_models()
+{
+    local sock=()
+    [[ -n $1 ]] && sock=(--socket "$1")
+    enginectl "${sock[@]}" models 2>/dev/null | awk 'NR > 1 { print $1 }'
+}
+
+_enginectl()
+{
+    local cur prev words cword
+    if declare -F _init_completion >/dev/null 2>&1; then
+        _init_completion -n = || return
+    else
+        cur=${COMP_WORDS[COMP_CWORD]}
+        prev=${COMP_WORDS[COMP_CWORD-1]}
+        words=("${COMP_WORDS[@]}")
+        cword=$COMP_CWORD
+    fi
+
+    local commands="info models load unload generate discover help"
+    local global_flags="--socket --json --help -h"
+
+    # Find the command and the --socket in use.
+    local i cmd="" socket=""
+    for ((i = 1; i < cword; i++)); do
+        case ${words[i]} in
+            --socket) socket=${words[i+1]}; ((i++)) ;;
+            --socket=*) socket=${words[i]#--socket=} ;;
+            -*) ;;
+            *) if [[ -z $cmd ]]; then cmd=${words[i]}; fi ;;
+        esac
+    done
+
+    # Values of flags.
+    case $prev in
+        --socket)
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return ;;
+        -m|--model)
+            COMPREPLY=($(compgen -W "$(_enginectl_models "$socket")" -- "$cur") $(compgen -f -X '!*.gguf' -- "$cur") $(compgen -d -- "$cur"))
+            return ;;
+        --plan|-p|--prompt|-n|--max-tokens|--temperature|--top-k|--top-p|--seed)
+            return ;;
+    esac
+    case $cur in
+        --socket=*)
+            COMPREPLY=($(compgen -f -- "${cur#--socket=}"))
+            return ;;
+    esac
+
+    local flags
+    case $cmd in
+        "")
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "$global_flags" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+            fi
+            return ;;
+        help)
+            COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+            return ;;
+        load)
+            flags="--plan" ;;
+        unload)
+            flags=""
+            if [[ $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "$(_enginectl_models "$socket")" -- "$cur"))
+                return
+            fi ;;
+        generate)
+            flags="--model -m --prompt -p --max-tokens -n --temperature --top-k --top-p --seed --plan" ;;
+        *)
+            flags="" ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$flags $global_flags" -- "$cur"))
+    elif [[ $cmd == load ]]; then
+        compopt -o filenames 2>/dev/null
+        COMPREPLY=($(compgen -f -X '!*.gguf' -- "$cur") $(compgen -d -- "$cur"))
+    fi
+}
+complete -F _enginectl enginectl

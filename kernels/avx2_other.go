@@ -1,0 +1,10 @@
+//go:build !amd64
+
+package kernels
+
+// No assembly kernels off amd64: the generic (pure-Go) backend is used.
+var (
+	avx2Dots        map[Type]DotFunc
+	avx2Activations map[Type]QuantizeFunc
+	avx2Tiles       map[Type]DotTileFunc
+)

@@ -1,0 +1,429 @@
+package kernels
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Pool is a fixed set of worker goroutines, each locked to its own OS thread,
+// that runs every computation of the engine. The threads' kernel ids (TIDs)
+// are recorded so that a power-capping cgroup can move exactly these threads.
+//
+// Two ways in:
+//
+//   - Run(n, fn) is a parallel for: [0,n) is cut into contiguous chunks, one
+//     per worker; the calling goroutine waits and computes nothing itself.
+//   - Exec(f) runs f on worker 0 and waits. Inside f, f's argument is an
+//     "inner" view of the same pool whose Run lets worker 0 take the first
+//     chunk itself. A whole forward pass is one Exec: every op, glue
+//     included, runs on pool threads, and each parallel step costs a
+//     thread-to-thread handoff rather than a wake-up of the caller.
+//
+// Handoff is spin-then-park: an idle worker polls an atomic job word for a
+// while (PoolOptions.WorkerSpin) and then parks on a channel; a dispatcher
+// publishes a job with one atomic store and sends a wake-up only to workers
+// that are parked. BenchmarkPoolDispatch compares this with a pure channel
+// handoff (WorkerSpin = 0).
+//
+// A Pool runs one job at a time: Run and Exec calls from different
+// goroutines are serialised. Inside Exec, only f (on worker 0) may use the
+// inner view.
+//
+// Because spinning workers hold a Go P, NewPool raises GOMAXPROCS to at least
+// the number of pool threads (of all live pools) plus one, so that the rest
+// of the program (RPC, the caller) always has a P.
+type Pool struct {
+	c     *poolCore
+	inner bool
+}
+
+// PoolOptions tune the handoff. Zero values mean the defaults.
+type PoolOptions struct {
+	// WorkerSpin is how long an idle worker polls for the next job before
+	// parking. Negative means never spin (pure channel handoff).
+	WorkerSpin time.Duration
+	// CallerSpin is how long a goroutine waiting in Run or Exec polls before
+	// parking. Negative means never spin. The default spins only when the
+	// pool leaves a CPU free for the caller.
+	CallerSpin time.Duration
+}
+
+// DefaultWorkerSpin is the default idle spin of a worker: long enough to
+// cover the gap between two tokens of a decode loop.
+const DefaultWorkerSpin = 200 * time.Microsecond
+
+const (
+	kindFor  = 1
+	kindExec = 2
+	kindQuit = 3
+)
+
+// parker lets one goroutine sleep until another wakes it. Every wait is
+// tagged (with the generation of the job it concerns, plus a flag bit so that
+// a tag is never 0), and a waker names the tag it means: a late wake-up for
+// an earlier job can never release a later wait. Exactly one token is sent
+// per successful CompareAndSwap(tag → 0) by a waker, and the owner consumes
+// exactly those.
+type parker struct {
+	state atomic.Uint64 // 0, or the tag of the current wait
+	ch    chan struct{}
+	_     [48]byte // keep the hot atomics of different parkers apart
+}
+
+const tagFlag = 1 << 32
+
+func newParker() parker { return parker{ch: make(chan struct{}, 1)} }
+
+// wake releases the owner if it is parked on exactly tag.
+func (p *parker) wake(tag uint64) {
+	if p.state.Load() == tag && p.state.CompareAndSwap(tag, 0) {
+		p.ch <- struct{}{}
+	}
+}
+
+// wakeUnless releases the owner if it is parked on any tag but tag.
+func (p *parker) wakeUnless(tag uint64) {
+	if s := p.state.Load(); s != 0 && s != tag && p.state.CompareAndSwap(s, 0) {
+		p.ch <- struct{}{}
+	}
+}
+
+// await spins on done for up to spin, then parks under tag until a waker
+// releases it or done holds. A waker must make done true before waking.
+func (p *parker) await(tag uint64, done func() bool, spin time.Duration) {
+	if spinUntil(done, spin) {
+		return
+	}
+	p.state.Store(tag)
+	if done() && p.state.CompareAndSwap(tag, 0) {
+		return
+	}
+	// Either not done, or a waker already took the tag: wait for its token.
+	<-p.ch
+}
+
+// spinUntil polls done for up to d. It reports whether done became true.
+// After the first microseconds it yields the CPU between polls
+// (sched_yield), so that a spinning thread does not starve the thread it is
+// waiting for when the machine is oversubscribed.
+func spinUntil(done func() bool, d time.Duration) bool {
+	if done() {
+		return true
+	}
+	if d <= 0 {
+		return false
+	}
+	start := time.Now()
+	for i := 1; ; i++ {
+		if done() {
+			return true
+		}
+		if i&63 == 0 {
+			el := time.Since(start)
+			if el > d {
+				return false
+			}
+			if el > politeAfter {
+				yieldThread()
+			}
+		}
+	}
+}
+
+// politeAfter is how long a spin polls flat out before yielding between polls.
+const politeAfter = 3 * time.Microsecond
+
+func yieldThread() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+
+type poolCore struct {
+	n          int
+	tids       []int
+	workerSpin time.Duration
+	callerSpin time.Duration
+
+	mu     sync.Mutex // serialises outer Run / Exec / Close
+	closed bool
+
+	// job word: gen<<32 | k<<2 | kind. Written only by the current
+	// dispatcher, after the job fields below.
+	job atomic.Uint64
+	gen uint32
+
+	fn   func(worker, start, end int)
+	size int
+
+	execFn   func(*Pool)
+	execDone atomic.Int32
+
+	pending atomic.Int32
+	panicV  atomic.Pointer[panicValue]
+
+	runWait  parker
+	execWait parker
+	workers  []parker
+
+	innerPool Pool
+	wg        sync.WaitGroup
+
+	// per-dispatch scratch owned by the pool (one job at a time)
+	mm       mmJob
+	mmFn     func(worker, start, end int)
+	convFn   func(worker, start, end int)
+	pendDone func() bool
+	execOK   func() bool
+}
+
+type panicValue struct{ v any }
+
+var poolThreads atomic.Int64 // threads of all live pools
+
+// NewPool starts n worker threads with the default options.
+func NewPool(n int) (*Pool, error) { return NewPoolWith(n, PoolOptions{}) }
+
+// NewPoolWith starts n worker threads.
+func NewPoolWith(n int, o PoolOptions) (*Pool, error) {
+	if n < 1 || n > 1024 {
+		return nil, fmt.Errorf("kernels: pool size %d out of range (1..1024)", n)
+	}
+	c := &poolCore{n: n, tids: make([]int, n), workers: make([]parker, n)}
+	switch {
+	case o.WorkerSpin < 0:
+		c.workerSpin = 0
+	case o.WorkerSpin == 0:
+		c.workerSpin = DefaultWorkerSpin
+	default:
+		c.workerSpin = o.WorkerSpin
+	}
+	switch {
+	case o.CallerSpin < 0:
+		c.callerSpin = 0
+	case o.CallerSpin == 0:
+		if n < runtime.NumCPU() {
+			c.callerSpin = 20 * time.Microsecond
+		}
+	default:
+		c.callerSpin = o.CallerSpin
+	}
+	c.runWait = newParker()
+	c.execWait = newParker()
+	for i := range c.workers {
+		c.workers[i] = newParker()
+	}
+	c.innerPool = Pool{c: c, inner: true}
+	c.mmFn = c.mmChunk
+	c.convFn = c.convChunk
+	c.pendDone = func() bool { return c.pending.Load() == 0 }
+	c.execOK = func() bool { return c.execDone.Load() == 1 }
+
+	total := poolThreads.Add(int64(n))
+	if need := int(total) + 1; runtime.GOMAXPROCS(0) < need {
+		runtime.GOMAXPROCS(need)
+	}
+
+	type started struct{ id, tid int }
+	ready := make(chan started, n)
+	c.wg.Add(n)
+	for i := 0; i < n; i++ {
+		go c.worker(i, func(tid int) { ready <- started{i, tid} })
+	}
+	for i := 0; i < n; i++ {
+		s := <-ready
+		c.tids[s.id] = s.tid
+	}
+	return &Pool{c: c}, nil
+}
+
+// Threads returns the number of worker threads.
+func (p *Pool) Threads() int { return p.c.n }
+
+// TIDs returns the Linux thread ids of the workers, worker 0 first.
+func (p *Pool) TIDs() []int { return append([]int(nil), p.c.tids...) }
+
+// Close stops the workers and waits for them. A worker exits with its OS
+// thread still locked, so the Go runtime terminates that thread rather than
+// reusing it: a thread moved into a power-capping cgroup never comes back to
+// run unrelated goroutines. Close is idempotent; the pool is unusable after.
+func (p *Pool) Close() error {
+	if p.inner {
+		return errors.New("kernels: Close called on the inner view of a pool")
+	}
+	c := p.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	tag := c.publish(kindQuit, c.n)
+	for i := range c.workers {
+		c.workers[i].wakeUnless(tag)
+	}
+	c.wg.Wait()
+	poolThreads.Add(-int64(c.n))
+	return nil
+}
+
+// publish makes a job visible to the workers and returns its wait tag.
+func (c *poolCore) publish(kind, k int) uint64 {
+	c.gen++
+	g := uint64(c.gen)
+	c.job.Store(g<<32 | uint64(k)<<2 | uint64(kind))
+	return g | tagFlag
+}
+
+func (c *poolCore) worker(id int, started func(int)) {
+	runtime.LockOSThread()
+	// No UnlockOSThread: see Close.
+	defer c.wg.Done()
+	started(unix.Gettid())
+	me := &c.workers[id]
+	var seen uint32
+	for {
+		j := c.waitJob(me, seen)
+		seen = uint32(j >> 32)
+		k := int(j>>2) & (1<<30 - 1)
+		switch j & 3 {
+		case kindQuit:
+			return
+		case kindExec:
+			if id == 0 {
+				seen = c.runExec(seen)
+			}
+		case kindFor:
+			if id < k {
+				c.runChunk(id, k, seen)
+			}
+		}
+	}
+}
+
+// waitJob returns the first job word whose generation differs from seen.
+func (c *poolCore) waitJob(me *parker, seen uint32) uint64 {
+	fresh := func() bool { return uint32(c.job.Load()>>32) != seen }
+	if !spinUntil(fresh, c.workerSpin) {
+		for !fresh() {
+			me.await(uint64(seen)|tagFlag, fresh, 0)
+		}
+	}
+	return c.job.Load()
+}
+
+func (c *poolCore) runChunk(id, k int, gen uint32) {
+	defer c.finishChunk(gen)
+	n := c.size
+	c.fn(id, id*n/k, (id+1)*n/k)
+}
+
+func (c *poolCore) finishChunk(gen uint32) {
+	if r := recover(); r != nil {
+		c.panicV.CompareAndSwap(nil, &panicValue{r})
+	}
+	if c.pending.Add(-1) == 0 {
+		c.runWait.wake(uint64(gen) | tagFlag)
+	}
+}
+
+// runExec runs the Exec body on worker 0 and returns the generation to wait
+// past (inner Runs advanced it).
+func (c *poolCore) runExec(gen uint32) (seen uint32) {
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				c.panicV.CompareAndSwap(nil, &panicValue{r})
+			}
+		}()
+		c.execFn(&c.innerPool)
+	}()
+	seen = uint32(c.job.Load() >> 32)
+	c.execDone.Store(1)
+	c.execWait.wake(uint64(gen) | tagFlag)
+	return seen
+}
+
+func (c *poolCore) rethrow() {
+	if pv := c.panicV.Swap(nil); pv != nil {
+		panic(pv.v)
+	}
+}
+
+// Run calls fn(worker, start, end) for contiguous chunks covering [0,n), at
+// most one chunk per worker (worker w gets chunk w), and returns when all are
+// done. A panic in fn is re-raised in the caller.
+func (p *Pool) Run(n int, fn func(worker, start, end int)) {
+	if n <= 0 {
+		return
+	}
+	c := p.c
+	if p.inner {
+		c.run(true, n, fn)
+		return
+	}
+	c.lock()
+	defer c.mu.Unlock()
+	c.run(false, n, fn)
+}
+
+// lock takes the pool for one outer operation.
+func (c *poolCore) lock() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		panic("kernels: use of a closed pool")
+	}
+}
+
+// run is Run with the pool already held (outer) or from worker 0 (inner).
+func (c *poolCore) run(inner bool, n int, fn func(worker, start, end int)) {
+	k := min(n, c.n)
+	if inner && k == 1 {
+		fn(0, 0, n)
+		return
+	}
+	c.fn, c.size = fn, n
+	c.pending.Store(int32(k))
+	tag := c.publish(kindFor, k)
+	first := 0
+	if inner {
+		first = 1
+	}
+	for i := first; i < k; i++ {
+		c.workers[i].wakeUnless(tag)
+	}
+	spin := c.callerSpin
+	if inner {
+		c.runChunk(0, k, uint32(tag))
+		spin = c.workerSpin
+	}
+	c.runWait.await(tag, c.pendDone, spin)
+	c.fn = nil
+	c.rethrow()
+}
+
+// Exec runs f on worker 0 with the inner view of the pool and returns when f
+// has returned. On the inner view it simply calls f. A panic in f is
+// re-raised in the caller.
+func (p *Pool) Exec(f func(*Pool)) {
+	if p.inner {
+		f(p)
+		return
+	}
+	c := p.c
+	c.lock()
+	defer c.mu.Unlock()
+	c.execFn = f
+	c.execDone.Store(0)
+	tag := c.publish(kindExec, 1)
+	c.workers[0].wakeUnless(tag)
+	c.execWait.await(tag, c.execOK, c.callerSpin)
+	c.execFn = nil
+	c.rethrow()
+}
+
+// Inner reports whether p is the inner view handed to an Exec body.
+func (p *Pool) Inner() bool { return p.inner }
