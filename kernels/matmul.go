@@ -126,6 +126,7 @@ type kernel struct {
 	typ, vecDot Type
 	dot         DotFunc
 	tile        DotTileFunc  // nil: loop over dot
+	anyTile     DotTileFunc  // tile, or a loop over dot
 	act         QuantizeFunc // nil: F32 activations used in place
 }
 
@@ -263,6 +264,10 @@ func (b *Backend) kernel(t Type) (*kernel, error) {
 		return nil, fmt.Errorf("kernels: %s has no dot product (backend %s)", t, b.name)
 	}
 	k := &kernel{typ: t, vecDot: f.VecDotType, dot: dot, tile: b.tiles[t]}
+	k.anyTile = k.tile
+	if k.anyTile == nil {
+		k.anyTile = dotLoopTile(dot)
+	}
 	if f.VecDotType != F32 || !littleEndian {
 		vf, err := FormatOf(f.VecDotType)
 		if err != nil {
@@ -297,6 +302,30 @@ func (b *Backend) Dot(t Type) (DotFunc, Type, error) {
 		return nil, 0, err
 	}
 	return k.dot, k.vecDot, nil
+}
+
+// Tile returns this backend's row × token kernel for weights of type t (a
+// loop over Dot when the backend has no tile kernel); every output it
+// computes is bit-identical to Dot's.
+func (b *Backend) Tile(t Type) (DotTileFunc, error) {
+	k, err := b.kernel(t)
+	if err != nil {
+		return nil, err
+	}
+	return k.anyTile, nil
+}
+
+// dotLoopTile is the DotTileFunc of a plain dot product: rows outer, tokens
+// inner.
+func dotLoopTile(dot DotFunc) DotTileFunc {
+	return func(n int, w []byte, wStride, nRows int, a []byte, aStride, nTok int, out []float32, outStride int) {
+		for r := 0; r < nRows; r++ {
+			wr := w[r*wStride:]
+			for t := 0; t < nTok; t++ {
+				out[t*outStride+r] = dot(n, wr, a[t*aStride:])
+			}
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------

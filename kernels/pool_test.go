@@ -203,13 +203,13 @@ func TestPoolCloseNoLeak(t *testing.T) {
 // empty body: "outer" is Run from an ordinary goroutine, "exec" is Run from
 // inside Exec (worker 0 dispatching to the others, as in a forward pass).
 // spin = spin-then-park handoff (default), chan = park immediately
-// (channel handoff).
+// (futex handoff only).
 func BenchmarkPoolDispatch(b *testing.B) {
 	nop := func(int, int, int) {}
 	for _, mode := range []struct {
 		name string
 		o    PoolOptions
-	}{{"spin", PoolOptions{}}, {"chan", PoolOptions{WorkerSpin: -1, CallerSpin: -1}}} {
+	}{{"spin", PoolOptions{}}, {"park", PoolOptions{WorkerSpin: -1, CallerSpin: -1}}} {
 		for _, threads := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/outer/t%d", mode.name, threads), func(b *testing.B) {
 				p := newTestPool(b, threads, mode.o)

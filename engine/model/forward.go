@@ -33,11 +33,11 @@ type State struct {
 
 	rope []float32 // [ctx][RopeDim] cos/sin pairs
 
-	x, xb, xb2 []float32 // maxBatch × Dim
-	q, att     []float32 // maxBatch × QDim
-	k, v       []float32 // maxBatch × KVDim
-	hb, hb2    []float32 // maxBatch × FFN
-	scores     [][]float32
+	x, xb, xb2 []float32   // maxBatch × Dim
+	q, att     []float32   // maxBatch × QDim
+	k, v       []float32   // maxBatch × KVDim
+	hb, hb2    []float32   // maxBatch × FFN
+	scores     [][]float32 // per worker: group × ctxPad attention scores
 	attScale   float32
 
 	// arguments of the step being run (read by the pre-bound functions
@@ -87,7 +87,7 @@ func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
 	s.hb2 = make([]float32, maxBatch*F)
 	s.scores = make([][]float32, m.pool.Threads())
 	for i := range s.scores {
-		s.scores[i] = make([]float32, s.ctxPad)
+		s.scores[i] = make([]float32, (c.Heads/c.KVHeads)*s.ctxPad)
 	}
 	s.attScale = 1 / float32(math.Sqrt(float64(c.HeadDim)))
 	s.stepFn = s.step
@@ -206,7 +206,7 @@ func (s *State) step(p *kernels.Pool) {
 			}
 		}
 		s.layer = l
-		p.Run(n*c.Heads, s.attnFn)
+		p.Run(n*c.KVHeads, s.attnFn)
 		b.MatMul(p, xb2, &L.Wo, s.att[:n*Q], n)
 		kernels.Add(x, xb2, x)
 
@@ -241,38 +241,41 @@ func (s *State) step(p *kernels.Pool) {
 	}
 }
 
-// attention computes heads [start,end) of the current batch; index i is
-// token i/Heads, head i%Heads. Each head is computed entirely by one worker:
-// scores q·k over the visible positions (F32 dot products), softmax of
-// scores*scale, then each output element as the F32 dot product of the
-// probabilities with a row of the transposed V cache. The dot products run
+// attention computes units [start,end) of the current batch; unit i is
+// token i/KVHeads and the query heads of KV head i%KVHeads (GQA group). Each
+// unit is computed entirely by one worker: scores q·k over the visible
+// positions (F32 dot products), softmax of scores*scale per head, then each
+// output element as the F32 dot product of a head's probabilities with a row
+// of the transposed V cache. Both steps go through the backend's F32 tile
+// kernel: one call covers all positions (or output dims) and all heads of
+// the group, each element bit-identical to one F32 dot. The V products run
 // over a multiple of 32 positions, the padding carrying probability 0, as
 // llama.cpp's padded KV view does.
 func (s *State) attention(worker, start, end int) {
 	c := &s.m.Config
-	dot := s.m.dotF32
-	hd, Q, KV := c.HeadDim, c.QDim(), c.KVDim()
+	tile := s.m.tileF32
+	hd, Q, KV, kvh := c.HeadDim, c.QDim(), c.KVDim(), c.KVHeads
 	group := c.Heads / c.KVHeads
-	kc := s.kc[s.layer*s.ctx*KV : (s.layer+1)*s.ctx*KV]
-	vc := s.vc[s.layer*KV*s.ctxPad : (s.layer+1)*KV*s.ctxPad]
+	kb := kernels.F32Bytes(s.kc[s.layer*s.ctx*KV : (s.layer+1)*s.ctx*KV])
+	vb := kernels.F32Bytes(s.vc[s.layer*KV*s.ctxPad : (s.layer+1)*KV*s.ctxPad])
+	sc := s.scores[worker]
+	scb := kernels.F32Bytes(sc)
+	cp := s.ctxPad
 	for i := start; i < end; i++ {
-		t, h := i/c.Heads, i%c.Heads
-		kvh := h / group
+		t, h := i/kvh, i%kvh
 		nPos := s.Pos + t + 1
 		nPad := (nPos + 31) &^ 31
-		sc := s.scores[worker][:nPad]
-		qb := kernels.F32Bytes(s.q[t*Q+h*hd : t*Q+(h+1)*hd])
-		for p := 0; p < nPos; p++ {
-			sc[p] = dot(hd, kernels.F32Bytes(kc[p*KV+kvh*hd:p*KV+(kvh+1)*hd]), qb)
+		q := s.q[t*Q+h*group*hd : t*Q+(h+1)*group*hd]
+		// sc[g*cp + p] = k_p · q_g
+		tile(hd, kb[4*h*hd:], 4*KV, nPos, kernels.F32Bytes(q), 4*hd, group, sc, cp)
+		for g := 0; g < group; g++ {
+			row := sc[g*cp : g*cp+nPad]
+			kernels.Softmax(row[:nPos], s.attScale)
+			clear(row[nPos:])
 		}
-		kernels.Softmax(sc[:nPos], s.attScale)
-		clear(sc[nPos:])
-		scb := kernels.F32Bytes(sc)
-		out := s.att[t*Q+h*hd : t*Q+(h+1)*hd]
-		for d := range out {
-			row := vc[(kvh*hd+d)*s.ctxPad:]
-			out[d] = dot(nPad, kernels.F32Bytes(row[:nPad]), scb)
-		}
+		// out[g*hd + d] = vᵀ_d · p_g
+		out := s.att[t*Q+h*group*hd : t*Q+(h+1)*group*hd]
+		tile(nPad, vb[4*h*hd*cp:], 4*cp, hd, scb, 4*cp, group, out, hd)
 	}
 }
 

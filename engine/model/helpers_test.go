@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/weos/llm-engine/engine/gguf"
 	"github.com/weos/llm-engine/kernels"
@@ -61,6 +62,10 @@ var (
 	tinyRandom = refModel{"llama-2-tiny-random.gguf", "llama-2-tiny-random-F16"}
 	storiesQ8  = refModel{"stories260K-Q8_0.gguf", "stories260K-Q8_0"}
 	synthQ8    = refModel{"synth-256-Q8_0.gguf", "synth-256-Q8_0"}
+	storiesQ4  = refModel{"stories260K-Q4_K_M.gguf", "stories260K-Q4_K_M"}
+	storiesQ6  = refModel{"stories260K-Q6_K.gguf", "stories260K-Q6_K"}
+	synthQ4    = refModel{"synth-256-Q4_K_M.gguf", "synth-256-Q4_K_M"}
+	synthQ6    = refModel{"synth-256-Q6_K.gguf", "synth-256-Q6_K"}
 )
 
 type refGen struct {
@@ -123,7 +128,16 @@ func testPool(t testing.TB, n int) *kernels.Pool {
 	if p, ok := pools[n]; ok {
 		return p
 	}
-	p, err := kernels.NewPool(n)
+	// LLM_ENGINE_CALLER_SPIN / LLM_ENGINE_WORKER_SPIN (durations) tune the
+	// pool's handoff for benchmarking.
+	var o kernels.PoolOptions
+	if d, err := time.ParseDuration(os.Getenv("LLM_ENGINE_CALLER_SPIN")); err == nil {
+		o.CallerSpin = d
+	}
+	if d, err := time.ParseDuration(os.Getenv("LLM_ENGINE_WORKER_SPIN")); err == nil {
+		o.WorkerSpin = d
+	}
+	p, err := kernels.NewPoolWith(n, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,8 @@ type Model struct {
 
 	backend *kernels.Backend
 	pool    *kernels.Pool
-	dotF32  kernels.DotFunc
+	dotF32  kernels.DotFunc     // the backend's F32 dot product
+	tileF32 kernels.DotTileFunc // and its tile form (same results)
 }
 
 // Backend returns the kernel set the model computes with.
@@ -95,6 +96,9 @@ func Load(f *gguf.File, opts Options) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Config: cfg, backend: b, pool: opts.Pool}
+	if m.tileF32, err = b.Tile(kernels.F32); err != nil {
+		return nil, fmt.Errorf("model: backend %s: %w", b.Name(), err)
+	}
 	if m.dotF32, _, err = b.Dot(kernels.F32); err != nil {
 		return nil, fmt.Errorf("model: backend %s: %w", b.Name(), err)
 	}
