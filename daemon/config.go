@@ -16,6 +16,8 @@ import (
 
 	"github.com/invopop/jsonschema"
 	jsv "github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/weos/llm-engine/engine"
 )
 
 // DefaultConfigPath is where the packaged daemon reads its configuration.
@@ -44,6 +46,9 @@ type FileConfig struct {
 	Shutdown     float64 `json:"shutdown_timeout_seconds,omitempty" jsonschema:"exclusiveMinimum=0,maximum=3600" jsonschema_description:"On SIGTERM, how long runs in progress may go on before they are cancelled (default 20). Keep it below the unit's TimeoutStopSec. Applied on reload."`
 	DefaultModel string  `json:"default_model,omitempty" jsonschema:"pattern=^/" jsonschema_description:"GGUF model loaded at start (in the background, after READY=1). Applied on reload (loaded if not loaded yet)."`
 	LogLevel     string  `json:"log_level,omitempty" jsonschema:"enum=debug,enum=info,enum=warn,enum=error" jsonschema_description:"Log level (default info). Applied on reload."`
+	// Power and MetricsListen: see power.go.
+	Power         PowerConfig `json:"power,omitzero" jsonschema_description:"Energy meter and power cap of the inference worker threads (see power/README.md). Needs a restart."`
+	MetricsListen string      `json:"metrics_listen,omitempty" jsonschema_description:"Loopback address (host:port, e.g. 127.0.0.1:9464) of an HTTP Prometheus endpoint at /metrics. Absent: off. A non-loopback address is a configuration error. Needs a restart."`
 }
 
 // Limits are FileConfig's limits on clients.
@@ -189,6 +194,8 @@ type Settings struct {
 	ShutdownTimeout time.Duration
 	DefaultModel    string
 	LogLevel        string
+	Power           engine.PowerOptions // from FileConfig.Power (power.go)
+	MetricsListen   string
 }
 
 // Resolve applies the defaults to fc, with getenv giving the environment
@@ -220,6 +227,10 @@ func (fc *FileConfig) Resolve(path string, getenv func(string) string) (*Setting
 	}
 	if s.LogLevel == "" {
 		s.LogLevel = DefaultLogLevel
+	}
+	s.Power, s.MetricsListen = fc.Power.options(), fc.MetricsListen
+	if err := checkMetricsListen(fc.MetricsListen); err != nil {
+		cerr.Problems = append(cerr.Problems, "at /metrics_listen: "+err.Error())
 	}
 	s.Server = s.Server.withDefaults()
 	s.Server.Logger = nil

@@ -73,6 +73,7 @@ func (c *conn) Handle(connCtx context.Context, jc *jsonrpc2.Conn, req *jsonrpc2.
 	}
 	ctx, cancel := context.WithCancelCause(c.srv.baseCtx)
 	defer cancel(nil)
+	ctx = rpc.WithPeer(ctx, c.rpcPeer(cfg)) // peerctx.go: who calls, for the engine's records
 	stopAfter := context.AfterFunc(connCtx, func() { cancel(errConnClosed) })
 	defer stopAfter()
 	stopWatch := c.watchPeer(ctx, cancel)

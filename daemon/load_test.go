@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"github.com/weos/llm-engine/daemon"
 	"github.com/weos/llm-engine/daemon/daemontest"
 	"github.com/weos/llm-engine/engine"
+	"github.com/weos/llm-engine/rpc"
 	"github.com/weos/llm-engine/rpc/client"
 )
 
@@ -86,10 +89,23 @@ func runLoadRound(t *testing.T, path string, clients, perClient, nTok int, promp
 			for j := 0; j < perClient; j++ {
 				p := prompts[(i+j)%len(prompts)]
 				var evs []engine.TokenEvent
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-				r, err := c.Generate(ctx, engine.GenerateRequest{Model: "stories260K", Prompt: p, MaxTokens: nTok, Stream: true},
-					func(ev engine.TokenEvent) { evs = append(evs, ev) })
-				cancel()
+				var r *engine.GenerateResult
+				var err error
+				// A full queue is an answer, not a failure: the client
+				// retries after the hint the error carries.
+				for attempt := 0; ; attempt++ {
+					evs = evs[:0]
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+					r, err = c.Generate(ctx, engine.GenerateRequest{Model: "stories260K", Prompt: p, MaxTokens: nTok, Stream: true},
+						func(ev engine.TokenEvent) { evs = append(evs, ev) })
+					cancel()
+					var re *rpc.Error
+					if attempt < 100 && errors.As(err, &re) && re.Code == engine.CodeBusy {
+						time.Sleep(retryAfter(re))
+						continue
+					}
+					break
+				}
 				if err != nil {
 					errs <- fmt.Errorf("client %d gen %d: %v", i, j, err)
 					return
@@ -160,3 +176,18 @@ func rssKB(t *testing.T) int {
 }
 
 func dialClient(path string) (*client.Client, error) { return client.Dial(path) }
+
+// retryAfter reads the retry hint of a busy error (data.retry_after_ms),
+// with a small default when absent.
+func retryAfter(re *rpc.Error) time.Duration {
+	var d struct {
+		RetryAfterMS int `json:"retry_after_ms"`
+	}
+	if raw, err := json.Marshal(re.Data); err == nil {
+		json.Unmarshal(raw, &d)
+	}
+	if d.RetryAfterMS <= 0 {
+		d.RetryAfterMS = 50
+	}
+	return time.Duration(min(d.RetryAfterMS, 500)) * time.Millisecond
+}

@@ -38,6 +38,7 @@ type EngineOptions struct {
 	CacheDir string
 	Threads  int
 	Backend  string
+	Power    engine.PowerOptions // the config's "power" section
 }
 
 // Options configure Run. Overrides (non-empty) take precedence over the
@@ -113,7 +114,7 @@ func Run(opts Options) error {
 			return err
 		}
 	}
-	eng, err := opts.NewEngine(EngineOptions{StateDir: set.StateDir, CacheDir: set.CacheDir, Threads: set.Threads, Backend: set.Backend})
+	eng, err := opts.NewEngine(EngineOptions{StateDir: set.StateDir, CacheDir: set.CacheDir, Threads: set.Threads, Backend: set.Backend, Power: set.Power})
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("starting the engine (threads %d, backend %q): %w", set.Threads, set.Backend, err)
@@ -125,6 +126,16 @@ func Run(opts Options) error {
 		closeAll()
 		return err
 	}
+
+	stopMetrics, err := startMetrics(set.MetricsListen, eng, log) // power.go
+	if err != nil {
+		closeAll()
+		if c, ok := eng.(interface{ Close() error }); ok {
+			c.Close()
+		}
+		return err
+	}
+	defer stopMetrics()
 
 	d := &runner{opts: opts, log: log, level: level, srv: srv, eng: eng, activated: activated}
 	d.set.Store(set)
@@ -484,6 +495,13 @@ func (d *runner) reload() {
 	if set.Backend != old.Backend {
 		restart("backend", old.Backend, set.Backend)
 	}
+	if set.Power != old.Power {
+		restart("power", old.Power, set.Power)
+	}
+	if set.MetricsListen != old.MetricsListen {
+		restart("metrics_listen", old.MetricsListen, set.MetricsListen)
+	}
+	set.Power, set.MetricsListen = old.Power, old.MetricsListen
 	// Keep the running values of restart-only fields so that later reloads
 	// compare against what runs.
 	set.Listen, set.StateDir, set.CacheDir, set.Threads, set.Backend = old.Listen, old.StateDir, old.CacheDir, old.Threads, old.Backend

@@ -281,6 +281,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	s.svc.Drain() // end long-lived calls (event subscriptions): they would hold the drain
 	for _, c := range conns {
 		c.st.stopReading()
 	}

@@ -30,6 +30,11 @@ type ModelInfo struct {
 	LoadMS      float64        `json:"load_ms"`
 	NVocab      int            `json:"n_vocab"`
 	NCtx        int            `json:"n_ctx"`
+	// The plan the model was loaded under (its quantization and backend
+	// define this loaded instance) and the types it computes with.
+	Plan         PlanUse        `json:"plan"`
+	Backend      string         `json:"backend,omitempty"`
+	ComputeTypes map[string]int `json:"compute_types,omitempty"` // type name -> tensor count
 }
 
 // Sampling selects the next token. Temperature 0 means greedy (argmax,
@@ -80,6 +85,23 @@ type RunMetrics struct {
 	TokensPerSecond float64 `json:"tokens_per_second"` // generated tokens / decode time
 	LatencyP50MS    float64 `json:"latency_p50_ms"`    // inter-token latency
 	LatencyP95MS    float64 `json:"latency_p95_ms"`
+	// Prompt tokens / prompt time; time queued before the run started;
+	// queued → finished.
+	PromptTokensPerSecond float64 `json:"prompt_tokens_per_second"`
+	QueueMS               float64 `json:"queue_ms"`
+	TotalMS               float64 `json:"total_ms"`
+
+	// Energy of the run's compute (prompt and decode), its share of the
+	// meter's energy by its worker threads' CPU time (power/README.md).
+	// EnergySource "rapl" is a measurement, "estimate" a model of CPU time
+	// (never a measurement); "" when the meter failed (EnergyError says why).
+	Joules         float64      `json:"joules"`
+	AvgWatts       float64      `json:"avg_watts"`
+	TokensPerJoule float64      `json:"tokens_per_joule"` // generated tokens / joules
+	EnergySource   string       `json:"energy_source"`
+	CPUSeconds     float64      `json:"cpu_seconds"` // worker-thread CPU time charged to the run
+	EnergyError    string       `json:"energy_error,omitempty"`
+	PowerCap       *RunPowerCap `json:"power_cap,omitempty"` // the cap the run started under
 }
 
 // GenerateResult is generate's result.
@@ -94,4 +116,8 @@ type GenerateResult struct {
 	Metrics       RunMetrics       `json:"metrics"`
 	Logprobs      [][]TokenLogprob `json:"logprobs,omitempty"`
 	LogitsDigests []string         `json:"logits_digests,omitempty"`
+	// The plan the run executed: name@version (or inline) and the hash of
+	// its resolved plan (the full resolved plan is in the run record).
+	Plan     PlanUse `json:"plan"`
+	PlanHash string  `json:"plan_hash"`
 }

@@ -6,62 +6,83 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
-	"github.com/weos/llm-engine/engine/gguf"
-	"github.com/weos/llm-engine/engine/model"
-	"github.com/weos/llm-engine/engine/sample"
-	"github.com/weos/llm-engine/engine/tokenizer"
 	"github.com/weos/llm-engine/kernels"
 )
 
 // Version is the engine's version, reported by engine.info.
 var Version = "0.1.0-dev"
 
-// DefaultMaxTokens applies when a generate request does not set max_tokens.
+// DefaultMaxTokens applies when a generate request does not set max_tokens
+// (capped by the plan's limits.max_tokens).
 const DefaultMaxTokens = 128
 
 // Options configure an Engine.
 type Options struct {
+	// StateDir holds plans (plans/, plan-active.json, plan-audit.jsonl) and
+	// run records (runs/). "" means a temporary directory removed by Close.
 	StateDir string
 	CacheDir string
 	Threads  int    // worker threads; 0 means runtime.NumCPU()
 	Backend  string // kernel set; "" means the best the CPU supports
+	Power    PowerOptions
+	// MaxRunRecords bounds the run records kept (default
+	// DefaultMaxRunRecords); the oldest are deleted beyond it.
+	MaxRunRecords int
+	// EnergyMeter overrides the meter bench.run and the energy policy read
+	// (default: the energy subsystem's meter).
+	EnergyMeter EnergyMeter
 }
 
-// Engine owns the loaded models and the worker pool, and runs generations.
+// Engine owns the loaded models, the worker pools, the plans and the run
+// records, and runs generations through per-plan schedulers.
 type Engine struct {
 	opts    Options
-	pool    *kernels.Pool
+	pool    *kernels.Pool // Threads workers: the models compute on it, and plans with all threads
 	backend *kernels.Backend
+	hasAVX2 bool
+	energy  *energy // meter, per-run attribution, power cap (energy.go)
 
 	mu     sync.Mutex // guards models
 	models map[string]*loaded
 
-	// compute serialises forward passes: the pool runs one parallel job at a
-	// time. The scheduler (engine/sched) interleaves sequences on top.
+	// compute serialises forward passes: one pass at a time, on the pool
+	// of its plan's thread count. The schedulers (engine/sched) interleave
+	// sequences on top.
 	compute sync.Mutex
-	runSeq  atomic.Uint64
+
+	poolsMu sync.Mutex
+	pools   map[int]*kernels.Pool // smaller pools, by thread count
+
+	lanesMu sync.Mutex
+	lanes   map[laneKey]*lane
+
+	plans  *planMgr
+	runs   *runStore
+	events hub
+
+	closing    atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
+	inflight   sync.WaitGroup // generate calls between submit and reply
+	kvBytes    atomic.Int64
+	activeSeqs atomic.Int64
+	recordErr  atomic.Value // string: the last run-record write error
+	tmpState   string       // StateDir created by New (removed by Close)
 }
 
-type loaded struct {
-	info  ModelInfo
-	file  *gguf.File
-	model *model.Model
-	tok   *tokenizer.Tokenizer
-}
-
-// New starts an engine: it creates the worker pool and picks the kernels.
+// New starts an engine: it creates the worker pool, picks the kernels and
+// opens the plan store and the run records in the state directory.
 func New(opts Options) (*Engine, error) {
 	if opts.Threads <= 0 {
 		opts.Threads = runtime.NumCPU()
@@ -70,25 +91,106 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := kernels.NewPool(opts.Threads)
-	if err != nil {
+	e := &Engine{opts: opts, backend: be, models: map[string]*loaded{}, pools: map[int]*kernels.Pool{}, lanes: map[laneKey]*lane{}}
+	// cpu-avx2 is a plan's default only when the engine is not held to
+	// another backend (the daemon's "backend" setting).
+	e.hasAVX2 = slices.Contains(kernels.AvailableBackends(), "cpu-avx2") && (opts.Backend == "" || opts.Backend == "auto" || opts.Backend == "cpu-avx2")
+	if e.opts.StateDir == "" {
+		if e.tmpState, err = os.MkdirTemp("", "llm-engine-state-"); err != nil {
+			return nil, err
+		}
+		e.opts.StateDir = e.tmpState
+	}
+	fail := func(err error) (*Engine, error) {
+		if e.plans != nil {
+			e.plans.close()
+		}
+		if e.tmpState != "" {
+			os.RemoveAll(e.tmpState)
+		}
 		return nil, err
 	}
-	return &Engine{opts: opts, pool: pool, backend: be, models: map[string]*loaded{}}, nil
+	if e.plans, err = openPlans(e.opts.StateDir); err != nil {
+		return fail(err)
+	}
+	if e.runs, err = openRuns(filepath.Join(e.opts.StateDir, "runs"), opts.MaxRunRecords); err != nil {
+		return fail(err)
+	}
+	if e.pool, err = kernels.NewPool(opts.Threads); err != nil {
+		return fail(err)
+	}
+	en, err := newEnergy(opts.Power, e.workerTIDs)
+	if err != nil {
+		e.pool.Close()
+		return fail(err)
+	}
+	e.energy = en
+	e.events.pollPower = e.pollPower
+	return e, nil
 }
 
-// Close unloads every model and stops the worker threads.
-func (e *Engine) Close() error {
+// Close stops the engine: see Shutdown.
+func (e *Engine) Close() error { return e.Shutdown(context.Background()) }
+
+// Shutdown stops the engine: new requests are refused, runs still queued
+// or running are cancelled (they end "cancelled" and their records are
+// written), subscribers are closed, models unloaded and the worker threads
+// stopped. ctx bounds the wait for the runs' replies.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.closeOnce.Do(func() { e.closeErr = e.shutdown(ctx) })
+	return e.closeErr
+}
+
+var errShutdown = errors.New("engine shutting down")
+
+func (e *Engine) shutdown(ctx context.Context) error {
+	e.closing.Store(true)
+	for _, sr := range e.runs.liveRuns() {
+		sr.cancel(errShutdown)
+	}
+	e.lanesMu.Lock()
+	lanes := make([]*lane, 0, len(e.lanes))
+	for k, l := range e.lanes {
+		lanes = append(lanes, l)
+		delete(e.lanes, k)
+	}
+	e.lanesMu.Unlock()
+	for _, l := range lanes {
+		l.s.Close()
+	}
+	done := make(chan struct{})
+	go func() { e.inflight.Wait(); close(done) }()
+	var errs []error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("engine shutdown: runs still replying: %w", ctx.Err()))
+	}
+	errs = append(errs, e.runs.flush())
+	e.events.closeAll("engine stopped")
+	e.compute.Lock()
+	defer e.compute.Unlock()
 	e.mu.Lock()
 	for id, m := range e.models {
+		m.unloaded = true
+		m.model.Close()
 		m.file.Close()
 		delete(e.models, id)
 	}
 	e.mu.Unlock()
-	e.compute.Lock()
-	defer e.compute.Unlock()
+	e.energy.close() // threads back to their cgroup before they exit
+	e.poolsMu.Lock()
+	for n, p := range e.pools {
+		p.Close()
+		delete(e.pools, n)
+	}
+	e.poolsMu.Unlock()
 	e.pool.Close()
-	return nil
+	errs = append(errs, e.plans.close())
+	if e.tmpState != "" {
+		os.RemoveAll(e.tmpState)
+	}
+	return errors.Join(errs...)
 }
 
 // Info describes the engine and the host.
@@ -102,13 +204,23 @@ func (e *Engine) Info() Info {
 	}
 }
 
-// LoadModel loads a GGUF model (or returns the already-loaded one for the
-// same path).
+// LoadModel loads a GGUF model under a plan (req.Plan: a name, or an inline
+// object; absent: the active "default" plan). The instance is keyed by the
+// file and the plan's load-time decisions (per-tensor quantization,
+// backend): loading the same file under a plan that agrees on those returns
+// the loaded instance; under one that does not, a second instance.
 func (e *Engine) LoadModel(ctx context.Context, req LoadRequest) (*ModelInfo, error) {
 	if req.Path == "" {
 		return nil, errorf(CodeInvalidParams, "invalid params: field \"path\" is required")
 	}
-	m, err := e.load(req.Path)
+	if e.closing.Load() {
+		return nil, errorf(CodeInternal, "engine shutting down")
+	}
+	ch, err := e.choosePlan(req.Plan)
+	if err != nil {
+		return nil, err
+	}
+	m, _, err := e.instanceFor(ctx, req.Path, ch, "model.load")
 	if err != nil {
 		return nil, err
 	}
@@ -116,76 +228,15 @@ func (e *Engine) LoadModel(ctx context.Context, req LoadRequest) (*ModelInfo, er
 	return &info, nil
 }
 
+// load loads path under the active default plan (in-process callers and
+// tests).
 func (e *Engine) load(path string) (*loaded, error) {
-	abs, err := filepath.Abs(path)
+	ch, err := e.choosePlan(nil)
 	if err != nil {
-		return nil, errorf(CodeModelNotFound, "model %s: %v", path, err)
+		return nil, err
 	}
-	e.mu.Lock()
-	for _, m := range e.models {
-		if m.info.Path == abs {
-			e.mu.Unlock()
-			return m, nil
-		}
-	}
-	e.mu.Unlock()
-
-	start := time.Now()
-	f, err := gguf.Open(abs)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errorf(CodeModelNotFound, "model %s: no such file", path)
-		}
-		return nil, errorf(CodeModelInvalid, "model %s: %v", path, err)
-	}
-	arch, _ := f.String("general.architecture")
-	tok, err := tokenizer.FromGGUF(f)
-	if err != nil {
-		f.Close()
-		return nil, errorf(CodeModelInvalid, "model %s: tokenizer: %v", path, err)
-	}
-	mdl, err := model.Load(f, model.Options{Backend: e.backend, Pool: e.pool})
-	if err != nil {
-		f.Close()
-		return nil, errorf(CodeModelInvalid, "model %s: %v", path, err)
-	}
-	info := ModelInfo{
-		Path:        abs,
-		Arch:        arch,
-		TensorTypes: map[string]int{},
-		NVocab:      mdl.Config.Vocab,
-		NCtx:        mdl.Config.Ctx,
-	}
-	for i := range f.Tensors {
-		info.NParams += f.Tensors[i].NumElements()
-		info.TensorTypes[f.Tensors[i].Type.String()]++
-	}
-	info.LoadMS = ms(time.Since(start))
-	m := &loaded{info: info, file: f, model: mdl, tok: tok}
-
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, other := range e.models { // lost a race with a concurrent load
-		if other.info.Path == abs {
-			f.Close()
-			return other, nil
-		}
-	}
-	m.info.ModelID = e.newModelID(abs)
-	e.models[m.info.ModelID] = m
-	return m, nil
-}
-
-// newModelID names a model after its file, made unique. Caller holds e.mu.
-func (e *Engine) newModelID(abs string) string {
-	base := strings.TrimSuffix(filepath.Base(abs), ".gguf")
-	id := base
-	for n := 2; ; n++ {
-		if _, taken := e.models[id]; !taken {
-			return id
-		}
-		id = fmt.Sprintf("%s-%d", base, n)
-	}
+	m, _, err := e.instanceFor(context.Background(), path, ch, "model.load")
+	return m, err
 }
 
 // ListModels returns the loaded models, sorted by id.
@@ -200,159 +251,77 @@ func (e *Engine) ListModels() []ModelInfo {
 	return out
 }
 
-// UnloadModel drops a model. Runs in progress keep their reference until they
-// finish; the memory map is released after the compute lock is free.
+// UnloadModel drops a model. Runs already queued or running on it finish
+// first; its memory is released after them.
 func (e *Engine) UnloadModel(id string) error {
 	e.mu.Lock()
 	m, ok := e.models[id]
 	if ok {
 		delete(e.models, id)
+		m.unloaded = true
 	}
 	e.mu.Unlock()
 	if !ok {
 		return errorf(CodeModelNotFound, "model %q is not loaded", id)
 	}
-	e.compute.Lock()
-	defer e.compute.Unlock()
-	return m.file.Close()
+	e.lanesMu.Lock()
+	var ls []*lane
+	for k, l := range e.lanes {
+		if k.model == m {
+			ls = append(ls, l)
+			delete(e.lanes, k)
+		}
+	}
+	e.lanesMu.Unlock()
+	for _, l := range ls {
+		l.s.Drain()
+	}
+	release := func() {
+		m.runs.Wait()
+		for _, l := range ls {
+			<-l.s.Done()
+		}
+		e.compute.Lock()
+		defer e.compute.Unlock()
+		m.model.Close()
+		m.file.Close()
+	}
+	if len(ls) == 0 {
+		release()
+	} else {
+		go release()
+	}
+	e.publish(TopicModel, EventModelUnloaded, ModelEvent{ModelID: id, Path: m.key.path, Plan: m.info.Plan, Time: time.Now().UTC()})
+	return nil
 }
 
-// resolveModel finds a model by id, or loads it by path.
-func (e *Engine) resolveModel(ref string) (*loaded, error) {
-	if ref == "" {
-		return nil, errorf(CodeInvalidParams, "invalid params: field \"model\" is required")
+// SchedStats answers sched.stats: each scheduler's queue and batch
+// counters, runs in progress, sequences holding a KV cache and its bytes.
+func (e *Engine) SchedStats() SchedStats {
+	out := SchedStats{Lanes: []LaneStats{}, ActiveSequences: int(e.activeSeqs.Load()), KVBytes: e.kvBytes.Load()}
+	out.RunsInProgress = len(e.runs.liveRuns())
+	e.events.mu.Lock()
+	out.Subscribers = len(e.events.subs)
+	e.events.mu.Unlock()
+	if s, ok := e.recordErr.Load().(string); ok {
+		out.RecordError = s
 	}
-	e.mu.Lock()
-	m, ok := e.models[ref]
-	e.mu.Unlock()
-	if ok {
-		return m, nil
+	e.lanesMu.Lock()
+	for k, l := range e.lanes {
+		st := l.s.Stats()
+		out.Lanes = append(out.Lanes, LaneStats{ModelID: k.model.info.ModelID, Threads: l.pool.Threads(), Mode: k.mode, Policy: k.policy,
+			MaxBatch: k.maxBatch, Queued: st.Queued, Active: st.Active, MaxActive: st.MaxActive, Rejected: st.Rejected,
+			Completed: st.Completed, Cancelled: st.Cancelled, Steps: st.Steps, StepsBySize: st.StepsBySize, EnergyTarget: st.EnergyTarget})
 	}
-	if strings.ContainsRune(ref, '/') || strings.HasSuffix(ref, ".gguf") {
-		return e.load(ref)
-	}
-	if _, err := os.Stat(ref); err == nil {
-		return e.load(ref)
-	}
-	return nil, errorf(CodeModelNotFound, "model %q is neither a loaded model id nor a file", ref)
-}
-
-// Generate runs one generation to completion (or cancellation). onToken, if
-// not nil and req.Stream is set, is called for each token in order.
-func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onToken func(TokenEvent)) (*GenerateResult, error) {
-	if req.MaxTokens < 0 {
-		return nil, errorf(CodeInvalidParams, "invalid params: field \"max_tokens\" must be ≥ 0, got %d", req.MaxTokens)
-	}
-	if req.Logprobs < 0 || req.Logprobs > 20 {
-		return nil, errorf(CodeInvalidParams, "invalid params: field \"logprobs\" must be between 0 and 20, got %d", req.Logprobs)
-	}
-	sp := Sampling{}
-	if req.Sampling != nil {
-		sp = *req.Sampling
-	}
-	if err := validateSampling(sp); err != nil {
-		return nil, err
-	}
-	m, err := e.resolveModel(req.Model)
-	if err != nil {
-		return nil, err
-	}
-	maxTokens := req.MaxTokens
-	if maxTokens == 0 {
-		maxTokens = DefaultMaxTokens
-	}
-	prompt, err := m.tok.Encode(req.Prompt, true, false)
-	if err != nil {
-		return nil, errorf(CodeInvalidParams, "invalid params: field \"prompt\": %v", err)
-	}
-	if len(prompt) == 0 {
-		return nil, errorf(CodeInvalidParams, "invalid params: field \"prompt\" encodes to no tokens and the model adds no BOS")
-	}
-	nCtx := m.model.Config.Ctx
-	if len(prompt)+maxTokens > nCtx {
-		return nil, errorf(CodeContextFull, "prompt (%d tokens) + max_tokens (%d) exceed the model's context of %d", len(prompt), maxTokens, nCtx)
-	}
-
-	runID := fmt.Sprintf("run-%d-%d", time.Now().Unix(), e.runSeq.Add(1))
-	smp := sample.New(sample.Params{Temperature: sp.Temperature, TopK: sp.TopK, TopP: sp.TopP, Seed: sp.Seed})
-	sp.Seed = smp.Seed()
-	res := &GenerateResult{RunID: runID, ModelID: m.info.ModelID, PromptTokens: prompt, Tokens: []int32{}, Sampling: sp}
-
-	e.compute.Lock()
-	defer e.compute.Unlock()
-
-	state := m.model.NewState(len(prompt) + maxTokens)
-	vocab := m.model.Config.Vocab
-	logits := make([]float32, vocab)
-	dec := m.tok.NewStreamDecoder()
-	var text strings.Builder
-	var stepTimes []float64
-
-	t0 := time.Now()
-	if err := m.model.Forward(state, prompt, logits, false); err != nil {
-		return nil, errorf(CodeInternal, "forward pass: %v", err)
-	}
-	promptDone := time.Now()
-	res.Metrics.PromptMS = ms(promptDone.Sub(t0))
-	res.FinishReason = "length"
-	last := promptDone
-	for i := 0; i < maxTokens; i++ {
-		if ctx.Err() != nil {
-			res.FinishReason = "cancelled"
-			break
+	e.lanesMu.Unlock()
+	sort.Slice(out.Lanes, func(i, j int) bool {
+		a, b := out.Lanes[i], out.Lanes[j]
+		if a.ModelID != b.ModelID {
+			return a.ModelID < b.ModelID
 		}
-		if req.LogitsDigest {
-			res.LogitsDigests = append(res.LogitsDigests, digest(logits))
-		}
-		if req.Logprobs > 0 {
-			top := sample.TopLogprobs(logits, req.Logprobs)
-			lp := make([]TokenLogprob, len(top))
-			for j, c := range top {
-				lp[j] = TokenLogprob{Token: c.Token, Logprob: c.Logprob}
-			}
-			res.Logprobs = append(res.Logprobs, lp)
-		}
-		tok := smp.Sample(logits)
-		res.Tokens = append(res.Tokens, tok)
-		if i == 0 {
-			res.Metrics.TTFTMS = ms(time.Since(t0))
-		}
-		piece := dec.Push(tok)
-		text.WriteString(piece)
-		if onToken != nil && req.Stream {
-			onToken(TokenEvent{RunID: runID, Index: i, Token: tok, Text: piece})
-		}
-		if m.tok.IsEOG(tok) {
-			res.FinishReason = "eos"
-			break
-		}
-		if i == maxTokens-1 {
-			break
-		}
-		if err := m.model.Forward(state, []int32{tok}, logits, false); err != nil {
-			return nil, errorf(CodeInternal, "forward pass: %v", err)
-		}
-		now := time.Now()
-		stepTimes = append(stepTimes, ms(now.Sub(last)))
-		last = now
-	}
-	if rest := dec.Flush(); rest != "" {
-		text.WriteString(rest)
-		if onToken != nil && req.Stream {
-			onToken(TokenEvent{RunID: runID, Index: len(res.Tokens), Token: -1, Text: rest})
-		}
-	}
-	res.Text = text.String()
-	end := time.Now()
-	res.Metrics.PromptTokens = len(prompt)
-	res.Metrics.GeneratedTokens = len(res.Tokens)
-	res.Metrics.DecodeMS = ms(end.Sub(promptDone))
-	if res.Metrics.DecodeMS > 0 {
-		res.Metrics.TokensPerSecond = float64(len(res.Tokens)) / (res.Metrics.DecodeMS / 1000)
-	}
-	res.Metrics.LatencyP50MS = percentile(stepTimes, 0.50)
-	res.Metrics.LatencyP95MS = percentile(stepTimes, 0.95)
-	return res, nil
+		return fmt.Sprint(a.Threads, a.Mode, a.Policy, a.MaxBatch) < fmt.Sprint(b.Threads, b.Mode, b.Policy, b.MaxBatch)
+	})
+	return out
 }
 
 func validateSampling(s Sampling) error {
@@ -367,8 +336,8 @@ func validateSampling(s Sampling) error {
 	return nil
 }
 
-// digest is the sha256 of the little-endian float32 bytes of logits.
-func digest(logits []float32) string {
+// logitsDigest is the sha256 of the little-endian float32 bytes of logits.
+func logitsDigest(logits []float32) string {
 	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(logits))), len(logits)*4)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])

@@ -15,6 +15,7 @@ const (
 	CodeInternal       int64 = -32603
 	CodePlanInvalid    int64 = -32020 // plan failed schema or semantic validation
 	CodePlanNotFound   int64 = -32021
+	CodeRunNotFound    int64 = -32022 // run id unknown (or pruned by the record retention)
 	CodeUnauthorized   int64 = -32030 // peer not allowed to call a mutating method
 	CodeNotImplemented int64 = -32040
 )

@@ -516,9 +516,12 @@ func TestAVX2BackendMatMulMatchesGeneric(t *testing.T) {
 	}
 	p := newTestPool(t, 2, PoolOptions{})
 	r := rand.New(rand.NewPCG(23, 24))
-	const rows, cols, nTok = 37, 512, 3
+	const rows, cols, nTok = 37, 512, 6 // tiles: 4-token kernel, 2 single tokens
 	x := gaussRow(r, nTok*cols, 1)
 	for _, typ := range []Type{F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q6_K} {
+		if k, err := be.kernel(typ); err != nil || k.tile == nil {
+			t.Errorf("%s: the backend has no AVX2 tile kernel (%v)", typ, err)
+		}
 		wf := gaussRow(r, rows*cols, 0.02)
 		size, _ := typ.RowSize(cols)
 		data := make([]byte, rows*size)
@@ -529,12 +532,14 @@ func TestAVX2BackendMatMulMatchesGeneric(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, got := make([]float32, nTok*rows), make([]float32, nTok*rows)
-		GenericBackend().MatMul(p, want, w, x, nTok)
-		be.MatMul(p, got, w, x, nTok)
-		for i := range want {
-			if !sameBits(got[i], want[i]) {
-				t.Fatalf("%s: out[%d]: avx2 %v, generic %v", typ, i, got[i], want[i])
+		for _, nt := range []int{1, nTok} {
+			want, got := make([]float32, nt*rows), make([]float32, nt*rows)
+			GenericBackend().MatMul(p, want, w, x, nt)
+			be.MatMul(p, got, w, x, nt)
+			for i := range want {
+				if !sameBits(got[i], want[i]) {
+					t.Fatalf("%s, %d tokens: out[%d]: avx2 %v, generic %v", typ, nt, i, got[i], want[i])
+				}
 			}
 		}
 	}
@@ -794,3 +799,42 @@ func benchActivation(b *testing.B, typ Type) {
 func BenchmarkActivationAVX2Q8_K(b *testing.B) { benchActivation(b, Q8_K) }
 func BenchmarkActivationAVX2Q8_0(b *testing.B) { benchActivation(b, Q8_0) }
 func BenchmarkActivationAVX2F16(b *testing.B)  { benchActivation(b, F16) }
+
+// benchTileDRAM: the decode matvec (one token) over 5632×2048 matrices
+// cycled through 192 MiB of copies, so that weights stream from memory as
+// in a real model. MB/s counts weight bytes.
+func benchTileDRAM(b *testing.B, typ Type) {
+	needAVX2(b)
+	const rows, cols = 5632, 2048
+	r := rand.New(rand.NewPCG(5, 6))
+	f, _ := FormatOf(typ)
+	rb, _ := typ.RowSize(cols)
+	one := make([]byte, rows*rb)
+	row := gaussRow(r, cols, 0.02)
+	for i := 0; i < rows; i++ {
+		if i%64 == 0 {
+			row = gaussRow(r, cols, 0.02)
+		}
+		QuantizeRow(typ, one[i*rb:(i+1)*rb], row)
+	}
+	mats := make([][]byte, max(2, (192<<20)/len(one)))
+	for i := range mats {
+		mats[i] = append([]byte(nil), one...)
+	}
+	a := quantizeTo(b, f.VecDotType, gaussRow(r, cols, 1))
+	ab := len(a)
+	out := make([]float32, rows)
+	tile := avx2Tiles[typ]
+	b.SetBytes(int64(len(one)))
+	i := 0
+	for b.Loop() {
+		tile(cols, mats[i%len(mats)], rb, rows, a, ab, 1, out, rows)
+		i++
+	}
+}
+
+func BenchmarkTileDRAMQ4_K(b *testing.B) { benchTileDRAM(b, Q4_K) }
+func BenchmarkTileDRAMQ6_K(b *testing.B) { benchTileDRAM(b, Q6_K) }
+func BenchmarkTileDRAMQ8_0(b *testing.B) { benchTileDRAM(b, Q8_0) }
+
+func BenchmarkTileDRAMF16(b *testing.B) { benchTileDRAM(b, F16) }

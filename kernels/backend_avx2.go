@@ -1,7 +1,7 @@
 package kernels
 
 // AVX2BackendName is the name of the AVX2 kernel set: the generic backend
-// with the assembly dot products and activation conversions of
+// with the assembly dot products, tiles and activation conversions of
 // avx2_amd64.go, which give bit-identical results. It is registered only on
 // CPUs that can run it (HasAVX2 on amd64), with a priority above
 // cpu-generic, so BackendByName("") picks it there.
@@ -11,7 +11,7 @@ func init() {
 	if len(avx2Dots) == 0 {
 		return
 	}
-	mustRegister(BackendSpec{Name: AVX2BackendName, Dots: avx2Dots, Activations: avx2Activations, Priority: 10})
+	mustRegister(BackendSpec{Name: AVX2BackendName, Dots: avx2Dots, Activations: avx2Activations, Tiles: avx2Tiles, Priority: 10})
 }
 
 // DotTileFunc computes a tile of dot products in one call: for r < nRows and

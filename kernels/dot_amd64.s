@@ -346,7 +346,7 @@ dotQ4KQ8KAVX2_loop:
 	RET
 
 // func dotQ4KQ8KRowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C
+// Requires: AVX, AVX2, F16C, MMX+
 TEXT ·dotQ4KQ8KRowsAVX2(SB), NOSPLIT, $0-48
 	MOVQ    w+8(FP), AX
 	MOVQ    out+32(FP), CX
@@ -364,6 +364,9 @@ dotQ4KQ8KRowsAVX2_row:
 	VXORPS Y3, Y3, Y3
 
 dotQ4KQ8KRowsAVX2_loop:
+	PREFETCHT0   2048(DI)
+	PREFETCHT0   2112(DI)
+	PREFETCHT0   2176(DI)
 	MOVQ         4(DI), R10
 	MOVL         12(DI), R11
 	MOVQ         R10, R12
@@ -885,7 +888,7 @@ dotQ6KQ8KAVX2_loop:
 	RET
 
 // func dotQ6KQ8KRowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C
+// Requires: AVX, AVX2, F16C, MMX+
 TEXT ·dotQ6KQ8KRowsAVX2(SB), NOSPLIT, $0-48
 	MOVQ    w+8(FP), AX
 	MOVQ    out+32(FP), CX
@@ -898,6 +901,10 @@ dotQ6KQ8KRowsAVX2_row:
 	VXORPS Y1, Y1, Y1
 
 dotQ6KQ8KRowsAVX2_loop:
+	PREFETCHT0   2048(DX)
+	PREFETCHT0   2112(DX)
+	PREFETCHT0   2176(DX)
+	PREFETCHT0   2240(DX)
 	MOVWLZX      208(DX), DI
 	VMOVD        DI, X2
 	VCVTPH2PS    X2, X2
@@ -1293,7 +1300,7 @@ dotQ8_0AVX2_loop:
 	RET
 
 // func dotQ8_0RowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C
+// Requires: AVX, AVX2, F16C, MMX+
 TEXT ·dotQ8_0RowsAVX2(SB), NOSPLIT, $0-48
 	MOVQ    w+8(FP), AX
 	MOVQ    out+32(FP), CX
@@ -1306,6 +1313,7 @@ dotQ8_0RowsAVX2_row:
 	VXORPS Y1, Y1, Y1
 
 dotQ8_0RowsAVX2_loop:
+	PREFETCHT0   2048(DX)
 	MOVWLZX      (DX), DI
 	MOVWLZX      (BX), R8
 	SHLL         $0x10, R8
@@ -1506,7 +1514,7 @@ dotQ5_0AVX2_loop:
 	RET
 
 // func dotQ5_0RowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C
+// Requires: AVX, AVX2, F16C, MMX+
 TEXT ·dotQ5_0RowsAVX2(SB), NOSPLIT, $0-48
 	MOVQ     w+8(FP), AX
 	MOVQ     out+32(FP), CX
@@ -1522,6 +1530,7 @@ dotQ5_0RowsAVX2_row:
 	VXORPS Y4, Y4, Y4
 
 dotQ5_0RowsAVX2_loop:
+	PREFETCHT0   2048(DX)
 	MOVWLZX      (DX), DI
 	MOVWLZX      (BX), R8
 	SHLL         $0x10, R8

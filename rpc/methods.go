@@ -198,7 +198,8 @@ func buildTable() []*Method {
 		})
 	discover.resultSchema = &jsonschema.Schema{Ref: OpenRPCMetaSchema}
 
-	return []*Method{info, load, list, unload, gen, discover}
+	t := append([]*Method{info, load, list, unload, gen, discover}, powerMethods()...) // power.go
+	return append(t, planMethods()...)                                                 // plans.go
 }
 
 func validateGenerate(p *engine.GenerateRequest) error {
@@ -251,6 +252,8 @@ type Service struct {
 
 	docOnce sync.Once
 	doc     *Document
+
+	streams streams // long-lived calls (events.subscribe), ended by Drain
 }
 
 // NewService returns a Service dispatching to eng.
@@ -273,5 +276,5 @@ func (s *Service) Call(ctx context.Context, name string, params json.RawMessage,
 	if !ok {
 		return nil, Errorf(CodeMethodNotFound, "method not found: %q", name)
 	}
-	return meth.call(ctx, s, params, n)
+	return meth.call(withActor(ctx), s, params, n)
 }

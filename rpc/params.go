@@ -178,7 +178,7 @@ func jsonKind(raw []byte) string {
 // reflectSchema returns the JSON schema of t, self-contained (no $ref), as
 // used for params checking and in the OpenRPC document.
 func reflectSchema(t reflect.Type) *jsonschema.Schema {
-	r := jsonschema.Reflector{DoNotReference: true, Anonymous: true}
+	r := jsonschema.Reflector{DoNotReference: true, Anonymous: true, Mapper: schemaMapper}
 	s := r.ReflectFromType(t)
 	s.Version = ""
 	return s

@@ -1,5 +1,15 @@
 // Command llm-bench measures the engine llama-bench's way and writes seeded
 // synthetic models of real shapes (never committed: generated on demand).
+//
+//	llm-bench -m FILE [-q TYPE[,TYPE]] [-p 64] [-n 32] [-t 1,2] [-r 3] [-o md|json] [--backend cpu-avx2]
+//	llm-bench --synth tinyllama-1.1b -q Q8_0,Q6_K,Q4_K_M -t 1,2
+//	llm-bench synth --preset tiny --out tiny.gguf
+//
+// Every (quantization, threads) configuration runs in a fresh child process
+// (llm-bench re-executes itself), so that the peak RSS it reports (VmHWM)
+// belongs to that configuration alone. Quantization goes through the
+// engine's load-time path: the parent converts once into the cache
+// directory, the children map the cached result.
 package main
 
 import (
@@ -24,21 +34,29 @@ type synthCmd struct {
 }
 
 func (c *synthCmd) Run() error {
-	spec, ok := synth.Presets[c.Preset]
+	return writeSynth(c.Preset, c.Seed, c.Out, !c.Quiet)
+}
+
+// writeSynth writes the preset's model to out atomically: a crash or ^C
+// never leaves a half-written model behind.
+func writeSynth(preset string, seed uint64, out string, bar bool) error {
+	spec, ok := synth.Presets[preset]
 	if !ok {
-		return fmt.Errorf("unknown preset %q (have: %s)", c.Preset, presetNames())
+		return fmt.Errorf("unknown preset %q (have: %s)", preset, presetNames())
 	}
-	spec.Seed = c.Seed
-	if !c.Quiet {
-		bar := progressbar.DefaultBytes(-1, "writing "+filepath.Base(c.Out))
+	spec.Seed = seed
+	if bar {
+		pb := progressbar.DefaultBytes(-1, "writing "+filepath.Base(out))
 		spec.Progress = func(done, total int64) {
-			bar.ChangeMax64(total)
-			bar.Set64(done)
+			pb.ChangeMax64(total)
+			pb.Set64(done)
 		}
-		defer bar.Finish()
+		defer pb.Finish()
 	}
-	// Atomic: a crash or ^C never leaves a half-written model behind.
-	pf, err := renameio.NewPendingFile(c.Out, renameio.WithPermissions(0o644))
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	pf, err := renameio.NewPendingFile(out, renameio.WithPermissions(0o644))
 	if err != nil {
 		return err
 	}
@@ -50,6 +68,7 @@ func (c *synthCmd) Run() error {
 }
 
 type cli struct {
+	Bench benchCmd `cmd:"" default:"withargs" help:"Measure prompt processing (pp) and generation (tg) speed, llama-bench style (the default command)."`
 	Synth synthCmd `cmd:"" help:"Write a synthetic Llama model with seeded random weights."`
 }
 
@@ -65,7 +84,7 @@ func presetNames() string {
 func main() {
 	var c cli
 	ctx := kong.Parse(&c, kong.Name("llm-bench"),
-		kong.Description("Benchmarks llm-engine and writes synthetic models."),
+		kong.Description("Benchmarks llm-engine (llama-bench's flags and output) and writes synthetic models."),
 		kong.Vars{"presets": presetNames()})
 	if err := ctx.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "llm-bench:", err)

@@ -124,7 +124,9 @@ printf '%s\n' "${COMPREPLY[@]}"`
 		want []string
 	}{
 		{"enginectl ge", []string{"generate"}},
-		{"enginectl ", []string{"discover", "generate", "help", "info", "load", "models", "unload"}},
+		{"enginectl ", []string{"bench", "cancel", "discover", "events", "generate", "help", "info", "load", "metrics", "models", "plan", "power", "run", "runs", "tune", "unload"}},
+		{"enginectl plan pro", []string{"promote", "propose"}},
+		{"enginectl tune --obj", []string{"--objective"}},
 		{"enginectl --socket /tmp/x generate --to", []string{"--top-k", "--top-p"}},
 		{"enginectl --j", []string{"--json"}},
 		{"enginectl help un", []string{"unload"}},

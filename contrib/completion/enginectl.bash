@@ -22,7 +22,7 @@ _enginectl()
         cword=$COMP_CWORD
     fi
 
-    local commands="info models load unload generate discover help"
+    local commands="info models load unload generate discover power metrics plan runs run cancel bench tune events help"
     local global_flags="--socket --json --help -h"
 
     # Find the command and the --socket in use.
@@ -45,6 +45,17 @@ _enginectl()
             COMPREPLY=($(compgen -W "$(_enginectl_models "$socket")" -- "$cur") $(compgen -f -X '!*.gguf' -- "$cur") $(compgen -d -- "$cur"))
             return ;;
         --plan|-p|--prompt|-n|--max-tokens|--temperature|--top-k|--top-p|--seed)
+            return ;;
+        --set-cap|--rationale|--limit|--since|--name|--max-p95-ms|--threads|--quant|--batch|-r|--repetitions|-c|--concurrency|--max-seconds|--max-joules)
+            return ;;
+        --objective)
+            COMPREPLY=($(compgen -W "energy throughput" -- "$cur"))
+            return ;;
+        --topic)
+            COMPREPLY=($(compgen -W "run plan power model" -- "$cur"))
+            return ;;
+        --evidence)
+            COMPREPLY=($(compgen -f -- "$cur"))
             return ;;
     esac
     case $cur in
@@ -75,6 +86,31 @@ _enginectl()
             fi ;;
         generate)
             flags="--model -m --prompt -p --max-tokens -n --temperature --top-k --top-p --seed --plan" ;;
+        plan)
+            local sub="" j
+            for ((j = i - 1; j > 0; j--)); do [[ ${words[j]} == plan ]] && { sub=${words[j+1]}; break; }; done
+            if [[ $sub == "$cur" && $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "validate show apply list schema diff resolve propose promote rollback history delete" -- "$cur"))
+                return
+            fi
+            flags="--model -m --rationale --evidence --limit -n"
+            if [[ $cur != -* ]]; then
+                compopt -o filenames 2>/dev/null
+                COMPREPLY=($(compgen -f -- "$cur"))
+                return
+            fi ;;
+        runs)
+            flags="--limit -n --since" ;;
+        bench)
+            flags="--model -m --plan --prompt -p --max-tokens -n --repetitions -r --concurrency -c --max-seconds --max-joules" ;;
+        tune)
+            flags="--model -m --name --objective --max-p95-ms --threads --quant --batch --max-tokens -n --repetitions -r --max-seconds --dry-run" ;;
+        events)
+            flags="--topic" ;;
+        power)
+            flags="--set-cap --best-effort" ;;
+        metrics)
+            flags="--prometheus" ;;
         *)
             flags="" ;;
     esac

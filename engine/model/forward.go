@@ -48,9 +48,9 @@ type State struct {
 	layer  int
 	err    error
 
-	stepFn   func(*kernels.Pool)
-	attnFn   func(worker, start, end int)
-	swigluFn func(worker, start, end int)
+	stepFn func(*kernels.Pool)
+	attnFn func(worker, start, end int)
+	gluFn  func(worker, start, end int)
 }
 
 // NewState allocates a sequence of up to ctxLen tokens (0 means the model's
@@ -72,10 +72,7 @@ func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
 	s.kc = make([]float32, c.Layers*ctxLen*KV)
 	s.vc = make([]float32, c.Layers*KV*s.ctxPad)
 	s.rope = make([]float32, ctxLen*c.RopeDim)
-	ts := kernels.RopeThetaScale(c.RopeBase, c.RopeDim)
-	for p := 0; p < ctxLen; p++ {
-		kernels.RopeCache(s.rope[p*c.RopeDim:(p+1)*c.RopeDim], p, ts)
-	}
+	m.ropeTable(s.rope, ctxLen)
 	s.x = make([]float32, maxBatch*D)
 	s.xb = make([]float32, maxBatch*max(D, Q))
 	s.xb2 = make([]float32, maxBatch*D)
@@ -89,10 +86,10 @@ func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
 	for i := range s.scores {
 		s.scores[i] = make([]float32, (c.Heads/c.KVHeads)*s.ctxPad)
 	}
-	s.attScale = 1 / float32(math.Sqrt(float64(c.HeadDim)))
+	s.attScale = c.softmaxScale()
 	s.stepFn = s.step
 	s.attnFn = s.attention
-	s.swigluFn = s.swiglu
+	s.gluFn = s.glu
 	return s
 }
 
@@ -177,7 +174,7 @@ func (s *State) step(p *kernels.Pool) {
 	q, k, v := s.q[:n*Q], s.k[:n*KV], s.v[:n*KV]
 
 	for t, tok := range s.toks {
-		if err := kernels.GetRow(x[t*D:(t+1)*D], &m.TokEmb, int(tok)); err != nil {
+		if err := m.embed(x[t*D:(t+1)*D], tok); err != nil {
 			s.err = err
 			return
 		}
@@ -196,10 +193,8 @@ func (s *State) step(p *kernels.Pool) {
 		vc := s.vc[l*KV*s.ctxPad : (l+1)*KV*s.ctxPad]
 		for t := 0; t < n; t++ {
 			pos := s.Pos + t
-			cs := s.rope[pos*c.RopeDim : (pos+1)*c.RopeDim]
-			kernels.Rope(q[t*Q:(t+1)*Q], c.Heads, c.HeadDim, cs)
 			kt := k[t*KV : (t+1)*KV]
-			kernels.Rope(kt, c.KVHeads, c.HeadDim, cs)
+			m.qkv(L, q[t*Q:(t+1)*Q], kt, v[t*KV:(t+1)*KV], s.rope[pos*c.RopeDim:(pos+1)*c.RopeDim])
 			copy(kc[pos*KV:(pos+1)*KV], kt)
 			for d, val := range v[t*KV : (t+1)*KV] {
 				vc[d*s.ctxPad+pos] = val
@@ -208,6 +203,7 @@ func (s *State) step(p *kernels.Pool) {
 		s.layer = l
 		p.Run(n*c.KVHeads, s.attnFn)
 		b.MatMul(p, xb2, &L.Wo, s.att[:n*Q], n)
+		m.attnOut(L, xb2, n)
 		kernels.Add(x, xb2, x)
 
 		// feed-forward
@@ -218,11 +214,12 @@ func (s *State) step(p *kernels.Pool) {
 			kernels.MatMulOp{Out: s.hb[:n*F], W: &L.Gate},
 			kernels.MatMulOp{Out: s.hb2[:n*F], W: &L.Up})
 		if n == 1 {
-			kernels.SwiGLU(s.hb[:F], s.hb[:F], s.hb2[:F])
+			m.glu(s.hb[:F], s.hb2[:F])
 		} else {
-			p.Run(n, s.swigluFn)
+			p.Run(n, s.gluFn)
 		}
 		b.MatMul(p, xb2, &L.Down, s.hb[:n*F], n)
+		m.ffnOut(L, xb2, n)
 		kernels.Add(x, xb2, x)
 	}
 
@@ -235,27 +232,37 @@ func (s *State) step(p *kernels.Pool) {
 			kernels.RMSNorm(xb[t*D:(t+1)*D], x[t*D:(t+1)*D], m.OutNorm, c.Eps)
 		}
 		b.MatMul(p, s.logits, &m.Output, xb, n)
+		m.finishLogits(s.logits[:n*c.Vocab])
 	} else {
 		kernels.RMSNorm(xb[:D], x[(n-1)*D:n*D], m.OutNorm, c.Eps)
 		b.MatMul(p, s.logits, &m.Output, xb[:D], 1)
+		m.finishLogits(s.logits[:c.Vocab])
 	}
 }
 
 // attention computes units [start,end) of the current batch; unit i is
 // token i/KVHeads and the query heads of KV head i%KVHeads (GQA group). Each
 // unit is computed entirely by one worker: scores q·k over the visible
-// positions (F32 dot products), softmax of scores*scale per head, then each
-// output element as the F32 dot product of a head's probabilities with a row
-// of the transposed V cache. Both steps go through the backend's F32 tile
-// kernel: one call covers all positions (or output dims) and all heads of
-// the group, each element bit-identical to one F32 dot. The V products run
-// over a multiple of 32 positions, the padding carrying probability 0, as
-// llama.cpp's padded KV view does.
+// positions (F32 dot products), the soft-cap if any, softmax of
+// scores*scale per head, then each output element as the F32 dot product of
+// a head's probabilities with a row of the transposed V cache. Both steps go
+// through the backend's F32 tile kernel: one call covers all positions (or
+// output dims) and all heads of the group, each element bit-identical to one
+// F32 dot. The V products run over a multiple of 32 positions, the padding
+// carrying probability 0, as llama.cpp's padded KV view does.
+//
+// In a sliding-window layer query position p sees keys k with p-k < window
+// (llama.cpp's LLAMA_SWA_TYPE_STANDARD). Scores are then computed from the
+// window's start rounded down to a multiple of 32, the positions before the
+// window masked with -Inf after the soft-cap (as ggml adds the mask after
+// it): the softmax groups and the V products keep their alignment, and the
+// skipped positions would only have contributed exact zeros.
 func (s *State) attention(worker, start, end int) {
 	c := &s.m.Config
 	tile := s.m.tileF32
 	hd, Q, KV, kvh := c.HeadDim, c.QDim(), c.KVDim(), c.KVHeads
 	group := c.Heads / c.KVHeads
+	swa := s.m.Layers[s.layer].SWA
 	kb := kernels.F32Bytes(s.kc[s.layer*s.ctx*KV : (s.layer+1)*s.ctx*KV])
 	vb := kernels.F32Bytes(s.vc[s.layer*KV*s.ctxPad : (s.layer+1)*KV*s.ctxPad])
 	sc := s.scores[worker]
@@ -263,26 +270,37 @@ func (s *State) attention(worker, start, end int) {
 	cp := s.ctxPad
 	for i := start; i < end; i++ {
 		t, h := i/kvh, i%kvh
-		nPos := s.Pos + t + 1
+		pos := s.Pos + t
+		nPos := pos + 1
 		nPad := (nPos + 31) &^ 31
+		lo := 0 // first visible position
+		if swa && pos >= c.SlidingWindow {
+			lo = pos - c.SlidingWindow + 1
+		}
+		a := lo &^ 31 // first computed position
 		q := s.q[t*Q+h*group*hd : t*Q+(h+1)*group*hd]
 		// sc[g*cp + p] = k_p · q_g
-		tile(hd, kb[4*h*hd:], 4*KV, nPos, kernels.F32Bytes(q), 4*hd, group, sc, cp)
+		tile(hd, kb[4*(a*KV+h*hd):], 4*KV, nPos-a, kernels.F32Bytes(q), 4*hd, group, sc[a:], cp)
 		for g := 0; g < group; g++ {
 			row := sc[g*cp : g*cp+nPad]
-			kernels.Softmax(row[:nPos], s.attScale)
+			if c.AttnSoftcap != 0 {
+				kernels.Softcap(row[lo:nPos], c.AttnSoftcap)
+			}
+			for j := a; j < lo; j++ {
+				row[j] = float32(math.Inf(-1))
+			}
+			kernels.Softmax(row[a:nPos], s.attScale)
 			clear(row[nPos:])
 		}
 		// out[g*hd + d] = vᵀ_d · p_g
 		out := s.att[t*Q+h*group*hd : t*Q+(h+1)*group*hd]
-		tile(nPad, vb[4*h*hd*cp:], 4*cp, hd, scb, 4*cp, group, out, hd)
+		tile(nPad-a, vb[4*(h*hd*cp+a):], 4*cp, hd, scb[4*a:], 4*cp, group, out, hd)
 	}
 }
 
-func (s *State) swiglu(_, start, end int) {
+func (s *State) glu(_, start, end int) {
 	F := s.m.Config.FFN
 	for t := start; t < end; t++ {
-		g := s.hb[t*F : (t+1)*F]
-		kernels.SwiGLU(g, g, s.hb2[t*F:(t+1)*F])
+		s.m.glu(s.hb[t*F:(t+1)*F], s.hb2[t*F:(t+1)*F])
 	}
 }

@@ -3,7 +3,8 @@
 // grouped-query attention, output norm and head. It is deliberately as plain
 // as llama2.c: the arithmetic lives in package kernels (matrix products,
 // RMSNorm, RoPE, softmax, SwiGLU); this package wires it together and owns
-// the KV cache.
+// the KV cache. The same pass runs Qwen 2/3, Gemma 1/2, Phi-3 and Llama 3,
+// their differences being options and optional tensors (arch.go).
 //
 // Determinism: every output element of every step is computed by one thread
 // in a fixed order (kernels.MatMul splits rows, attention splits heads), and
@@ -15,7 +16,7 @@ package model
 import (
 	"errors"
 	"fmt"
-	"math"
+	"io"
 	"unsafe"
 
 	"github.com/weos/llm-engine/engine/gguf"
@@ -39,6 +40,20 @@ type Config struct {
 	// TiedOutput is true when the model has no output.weight and the token
 	// embedding doubles as the output head.
 	TiedOutput bool
+
+	// Per-architecture options (arch.go), from the GGUF metadata with
+	// llama.cpp's defaults.
+	RopeNeox       bool    // NEOX RoPE: pairs (i, i+RopeDim/2), else (2i, 2i+1)
+	RopeFreqScale  float32 // RoPE angles × this (1/rope.scaling.factor)
+	RopeAttnFactor float32 // RoPE cos and sin × this (rope.scaling.attn_factor)
+	RopeOrigCtx    int     // rope.scaling.original_context_length (LongRoPE)
+	EmbedScale     float32 // token embeddings × this (gemma: √Dim); 0: none
+	AttnScale      float32 // scale of q·k
+	ScaleQ         bool    // AttnScale multiplies Q after RoPE, not the scores
+	AttnSoftcap    float32 // scores → c·tanh(scores/c) before the mask; 0: none
+	FinalSoftcap   float32 // logits → c·tanh(logits/c); 0: none
+	SlidingWindow  int     // window of the layers with Layer.SWA; 0: none
+	GELU           bool    // GeGLU feed-forward instead of SwiGLU
 }
 
 // QDim is Heads*HeadDim, KVDim KVHeads*HeadDim.
@@ -49,6 +64,21 @@ func (c *Config) KVDim() int { return c.KVHeads * c.HeadDim }
 type Options struct {
 	Backend *kernels.Backend // nil: the pure-Go kernels
 	Pool    *kernels.Pool    // required: the worker threads
+
+	// Types gives the type each tensor is computed in, by tensor name (an
+	// execution plan's resolved per-tensor targets). Tensors it does not
+	// name, or names with their type in the file, are used straight from
+	// the file's memory map; the others are converted at load time on the
+	// pool's threads (see quantize.go; LoadCached also caches the result).
+	Types map[string]kernels.Type
+	// AllowRequantize permits converting a tensor that is quantized in the
+	// file into another quantized type. Without it Load refuses.
+	AllowRequantize bool
+	// Progress, when set, is called from the loading goroutine as tensors
+	// are converted, with the source bytes converted so far and the total.
+	Progress func(done, total int64)
+
+	conv *converted // set by LoadCached: conversions already done
 }
 
 // Layer holds one transformer block's weights.
@@ -57,6 +87,12 @@ type Layer struct {
 	Wq, Wk, Wv, Wo kernels.Matrix
 	FFNNorm        []float32
 	Gate, Up, Down kernels.Matrix
+
+	// Optional, by architecture (nil when absent; arch.go).
+	Bq, Bk, Bv, Bo            []float32 // attention biases
+	QNorm, KNorm              []float32 // per-head RMSNorm of Q and K (HeadDim)
+	PostAttnNorm, PostFFNNorm []float32 // sublayer output norms (gemma2)
+	SWA                       bool      // sliding-window attention layer
 }
 
 // Model is a loaded Llama model. Its matrices alias the GGUF file's memory
@@ -69,10 +105,17 @@ type Model struct {
 	OutNorm []float32
 	Output  kernels.Matrix
 
+	// RoPE frequency factors (nil when absent): Llama 3.1's rope_freqs, or
+	// LongRoPE's short and long factors (RopeDim/2 each).
+	RopeFreqs, RopeShort, RopeLong []float32
+
 	backend *kernels.Backend
 	pool    *kernels.Pool
 	dotF32  kernels.DotFunc     // the backend's F32 dot product
 	tileF32 kernels.DotTileFunc // and its tile form (same results)
+
+	quant QuantInfo // what load-time conversion did (quantize.go)
+	cache io.Closer // the mapped cache entry holding converted tensors, if any
 }
 
 // Backend returns the kernel set the model computes with.
@@ -81,8 +124,10 @@ func (m *Model) Backend() *kernels.Backend { return m.backend }
 // Pool returns the worker pool the model computes on.
 func (m *Model) Pool() *kernels.Pool { return m.pool }
 
-// Load builds a model from a GGUF file of architecture "llama". Every tensor
-// is checked for presence, type and shape before anything is used.
+// Load builds a model from a GGUF file of a supported architecture (arch.go:
+// llama, qwen2, qwen3, gemma, gemma2, phi3). Every tensor is checked for
+// presence, type and shape before anything is used, and a tensor the
+// architecture does not use is an error.
 func Load(f *gguf.File, opts Options) (*Model, error) {
 	if opts.Pool == nil {
 		return nil, errors.New("model: Options.Pool is required")
@@ -95,151 +140,38 @@ func Load(f *gguf.File, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, backend: b, pool: opts.Pool}
+	conv, err := convertTensors(f, &opts)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Config: cfg, backend: b, pool: opts.Pool, quant: conv.info}
 	if m.tileF32, err = b.Tile(kernels.F32); err != nil {
 		return nil, fmt.Errorf("model: backend %s: %w", b.Name(), err)
 	}
 	if m.dotF32, _, err = b.Dot(kernels.F32); err != nil {
 		return nil, fmt.Errorf("model: backend %s: %w", b.Name(), err)
 	}
-	l := loader{f: f, b: b}
-	D, Q, KV, F, V := cfg.Dim, cfg.QDim(), cfg.KVDim(), cfg.FFN, cfg.Vocab
-	l.matrix(&m.TokEmb, "token_embd.weight", D, V, false)
-	m.OutNorm = l.vector("output_norm.weight", D)
-	if _, ok := f.Tensor("output.weight"); ok {
-		l.matrix(&m.Output, "output.weight", D, V, true)
-	} else {
-		m.Config.TiedOutput = true
-		m.Output = m.TokEmb
-		if l.err == nil {
-			if err := b.Supports(m.Output.Type); err != nil {
-				l.err = fmt.Errorf("model: tensor token_embd.weight (tied output): %w", err)
-			}
-		}
-	}
-	m.Layers = make([]Layer, cfg.Layers)
-	for i := range m.Layers {
-		L := &m.Layers[i]
-		p := fmt.Sprintf("blk.%d.", i)
-		L.AttnNorm = l.vector(p+"attn_norm.weight", D)
-		l.matrix(&L.Wq, p+"attn_q.weight", D, Q, true)
-		l.matrix(&L.Wk, p+"attn_k.weight", D, KV, true)
-		l.matrix(&L.Wv, p+"attn_v.weight", D, KV, true)
-		l.matrix(&L.Wo, p+"attn_output.weight", Q, D, true)
-		L.FFNNorm = l.vector(p+"ffn_norm.weight", D)
-		l.matrix(&L.Gate, p+"ffn_gate.weight", D, F, true)
-		l.matrix(&L.Up, p+"ffn_up.weight", D, F, true)
-		l.matrix(&L.Down, p+"ffn_down.weight", F, D, true)
-	}
-	if l.err != nil {
-		return nil, l.err
+	l := loader{f: f, b: b, conv: conv.tensors}
+	if err := loadTensors(m, &l); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
 
-func readConfig(f *gguf.File) (Config, error) {
-	var c Config
-	arch, ok := f.String("general.architecture")
-	if !ok {
-		return c, errors.New("model: general.architecture is missing")
-	}
-	if arch != "llama" {
-		return c, fmt.Errorf("model: architecture %q is not supported (only llama)", arch)
-	}
-	c.Arch = arch
-	var err error
-	req := func(key string) int {
-		v, ok := f.Uint(arch + "." + key)
-		if !ok {
-			if _, present := f.Lookup(arch + "." + key); present {
-				err = errors.Join(err, fmt.Errorf("model: %s.%s is not a non-negative integer", arch, key))
-			} else {
-				err = errors.Join(err, fmt.Errorf("model: %s.%s is missing", arch, key))
-			}
-			return 0
-		}
-		if v == 0 || v > 1<<24 {
-			err = errors.Join(err, fmt.Errorf("model: %s.%s = %d is out of range", arch, key, v))
-			return 0
-		}
-		return int(v)
-	}
-	opt := func(key string, def int) int {
-		if _, present := f.Lookup(arch + "." + key); !present {
-			return def
-		}
-		return req(key)
-	}
-	optF := func(key string, def float32) float32 {
-		kv, present := f.Lookup(arch + "." + key)
-		if !present {
-			return def
-		}
-		v, ok := f.Float(arch + "." + key)
-		if !ok || v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-			err = errors.Join(err, fmt.Errorf("model: %s.%s = %v is not a positive number", arch, key, kv.Value))
-			return def
-		}
-		return float32(v)
-	}
-	c.Dim = req("embedding_length")
-	c.Layers = req("block_count")
-	c.Heads = req("attention.head_count")
-	c.FFN = req("feed_forward_length")
-	c.Ctx = req("context_length")
-	if err != nil {
-		return c, err
-	}
-	c.KVHeads = opt("attention.head_count_kv", c.Heads)
-	headDim := 0
-	if c.Dim%c.Heads == 0 {
-		headDim = c.Dim / c.Heads
-	}
-	c.HeadDim = opt("attention.key_length", headDim)
-	if vl := opt("attention.value_length", c.HeadDim); vl != c.HeadDim {
-		err = errors.Join(err, fmt.Errorf("model: attention.key_length %d != value_length %d is not supported", c.HeadDim, vl))
-	}
-	c.RopeDim = opt("rope.dimension_count", c.HeadDim)
-	c.RopeBase = optF("rope.freq_base", 10000)
-	c.Eps = optF("attention.layer_norm_rms_epsilon", 1e-5)
-	if err != nil {
-		return c, err
-	}
-	switch {
-	case c.HeadDim == 0:
-		return c, fmt.Errorf("model: embedding_length %d is not a multiple of head_count %d", c.Dim, c.Heads)
-	case c.KVHeads > c.Heads || c.Heads%c.KVHeads != 0:
-		return c, fmt.Errorf("model: head_count %d is not a multiple of head_count_kv %d", c.Heads, c.KVHeads)
-	case c.RopeDim > c.HeadDim || c.RopeDim%2 != 0:
-		return c, fmt.Errorf("model: rope.dimension_count %d must be even and at most the head size %d", c.RopeDim, c.HeadDim)
-	}
-	if s, ok := f.String(arch + ".rope.scaling.type"); ok && s != "none" {
-		return c, fmt.Errorf("model: rope scaling %q is not supported", s)
-	}
-	if v, ok := f.Float(arch + ".rope.scale_linear"); ok && v != 1 {
-		return c, fmt.Errorf("model: rope.scale_linear %v is not supported", v)
-	}
-	emb, ok := f.Tensor("token_embd.weight")
-	if !ok {
-		return c, errors.New("model: tensor token_embd.weight is missing")
-	}
-	if len(emb.Dims) != 2 {
-		return c, fmt.Errorf("model: tensor token_embd.weight has shape %v, want [%d n_vocab]", emb.Dims, c.Dim)
-	}
-	c.Vocab = int(emb.Dims[1])
-	if toks, ok := f.ArrayValue("tokenizer.ggml.tokens"); ok && toks.Len() != c.Vocab {
-		return c, fmt.Errorf("model: tokenizer has %d tokens but token_embd.weight has %d rows", toks.Len(), c.Vocab)
-	}
-	if v, ok := f.Uint(arch + ".vocab_size"); ok && int(v) != c.Vocab {
-		return c, fmt.Errorf("model: %s.vocab_size = %d but token_embd.weight has %d rows", arch, v, c.Vocab)
-	}
-	return c, nil
+type loader struct {
+	f    *gguf.File
+	b    *kernels.Backend
+	conv map[string]convTensor // tensors converted at load time, by name
+	err  error
 }
 
-type loader struct {
-	f   *gguf.File
-	b   *kernels.Backend
-	err error
+// data returns a tensor's type and bytes: converted at load time, or as in
+// the file.
+func (l *loader) data(ti *gguf.TensorInfo) (kernels.Type, []byte) {
+	if c, ok := l.conv[ti.Name]; ok {
+		return c.typ, c.data
+	}
+	return ti.Type, l.f.TensorData(ti)
 }
 
 func (l *loader) tensor(name string, dims ...int) (*gguf.TensorInfo, bool) {
@@ -268,16 +200,17 @@ func (l *loader) matrix(dst *kernels.Matrix, name string, cols, rows int, matmul
 	if !ok {
 		return
 	}
+	typ, data := l.data(ti)
 	if matmul {
-		if err := l.b.Supports(ti.Type); err != nil {
+		if err := l.b.Supports(typ); err != nil {
 			l.err = fmt.Errorf("model: tensor %s: %w", name, err)
 			return
 		}
-	} else if _, err := kernels.FormatOf(ti.Type); err != nil {
+	} else if _, err := kernels.FormatOf(typ); err != nil {
 		l.err = fmt.Errorf("model: tensor %s: %w", name, err)
 		return
 	}
-	m, err := kernels.NewMatrix(ti.Type, rows, cols, l.f.TensorData(ti))
+	m, err := kernels.NewMatrix(typ, rows, cols, data)
 	if err != nil {
 		l.err = fmt.Errorf("model: tensor %s: %w", name, err)
 		return
@@ -292,12 +225,12 @@ func (l *loader) vector(name string, n int) []float32 {
 	if !ok {
 		return nil
 	}
-	data := l.f.TensorData(ti)
-	if ti.Type == kernels.F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 == 0 && littleEndian {
+	typ, data := l.data(ti)
+	if typ == kernels.F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 == 0 && littleEndian {
 		return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(data))), n)
 	}
 	out := make([]float32, n)
-	if err := kernels.DequantizeRow(ti.Type, out, data); err != nil {
+	if err := kernels.DequantizeRow(typ, out, data); err != nil {
 		l.err = fmt.Errorf("model: tensor %s: %w", name, err)
 		return nil
 	}

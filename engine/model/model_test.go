@@ -269,6 +269,9 @@ func TestConfig(t *testing.T) {
 			needFormats(t, kernels.F16)
 		}
 		m := openModel(t, c.rm, 1)
+		// the llama defaults of the per-architecture options
+		c.want.RopeFreqScale, c.want.RopeAttnFactor, c.want.RopeOrigCtx = 1, 1, c.want.Ctx
+		c.want.AttnScale = 1 / float32(math.Sqrt(float64(c.want.HeadDim)))
 		if m.Config != c.want {
 			t.Errorf("%s:\n got %+v\nwant %+v", c.rm.file, m.Config, c.want)
 		}

@@ -48,6 +48,10 @@ func genSingle(k blockKernel) {
 	RET()
 }
 
+// prefetchDist is how far ahead (bytes) the many-rows kernels prefetch
+// weights.
+var prefetchDist = 2048
+
 func genRows(k blockKernel) {
 	name := "dot" + k.name + "RowsAVX2"
 	TEXT(name, NOSPLIT, "func(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)")
@@ -63,6 +67,9 @@ func genRows(k blockKernel) {
 	nb := Load(Param("nb"), GP64())
 	start()
 	Label(name + "_loop")
+	for off := 0; off < k.wSize; off += 64 {
+		PREFETCHT0(Mem{Base: wp, Disp: prefetchDist + off})
+	}
 	block(Mem{Base: wp}, Mem{Base: ap})
 	ADDQ(U32(k.wSize), wp)
 	ADDQ(U32(k.aSize), ap)

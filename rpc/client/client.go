@@ -40,6 +40,7 @@ type Client struct {
 	genMu   sync.Mutex // one streaming generate at a time
 	mu      sync.Mutex
 	onToken func(engine.TokenEvent)
+	onNote  func(method string, params json.RawMessage) // other notifications (notify.go)
 }
 
 // Dial connects to the daemon's Unix socket at path.
@@ -86,6 +87,7 @@ func (h handler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.
 		return
 	}
 	if req.Method != rpc.NotificationGenerateToken || req.Params == nil {
+		h.c.note(req.Method, req.Params) // notify.go
 		return
 	}
 	h.c.mu.Lock()

@@ -46,6 +46,15 @@ type cli struct {
 	Unload   unloadCmd   `cmd:"" help:"Unload a model."`
 	Generate generateCmd `cmd:"" help:"Generate text; streams it to stdout, metrics to stderr."`
 	Discover discoverCmd `cmd:"" help:"Print the API's OpenRPC document."`
+	Power    powerCmd    `cmd:"" help:"Show the energy meter and the power cap; --set-cap sets it."`
+	Metrics  metricsCmd  `cmd:"" help:"Show the engine's counters (--prometheus: text exposition)."`
+	Plan     planCmd     `cmd:"" help:"Validate, show, store, compare, propose, promote and roll back execution plans."`
+	Runs     runsCmd     `cmd:"" help:"List runs (in progress and recorded)."`
+	Run      runCmd      `cmd:"" help:"Show a run's record: request, resolved plan, tokens, metrics."`
+	Cancel   cancelCmd   `cmd:"" help:"Cancel a queued or running run."`
+	Bench    benchCmd    `cmd:"" help:"Benchmark plans against each other (bench.run)."`
+	Tune     tuneCmd     `cmd:"" help:"Search threads × quantization × batch for a better plan and propose it."`
+	Events   eventsCmd   `cmd:"" help:"Stream the engine's events as JSON lines."`
 	Help     helpCmd     `cmd:"" help:"Show help for enginectl or one of its commands."`
 }
 
@@ -56,8 +65,8 @@ SOCKET AND PERMISSIONS
   enginectl connects to --socket, else $LLM_ENGINE_SOCKET, else
   /run/llm-engine/engine.sock (created by llm-engine.socket, which starts the
   daemon on the first connection). Members of group llm-engine may connect:
-  info, models, generate (with a loaded model) and discover are open to them.
-  load, unload, and generate with a model path that is not loaded, also need
+  info, models, generate (with a loaded model), power, metrics and discover are
+  open to them. load, unload, power --set-cap, and generate with a model path that is not loaded, also need
   root, the daemon's user, or membership of the admin group named by
   "admin_group" in /etc/llm-engine/engine.json (default llm-engine-admin);
   others get "unauthorized" (code -32030).
@@ -79,6 +88,12 @@ EXAMPLES
   sudo enginectl load /srv/models/tinyllama.Q4_K.gguf
   enginectl generate -m tinyllama.Q4_K -p "Once upon a time" -n 64 --temperature 0.8 --seed 7
   enginectl --json generate -m tinyllama.Q4_K -p "2+2=" -n 4 | jq .text
+  enginectl power; sudo enginectl power --set-cap 15
+  enginectl metrics --prometheus > llm_engine.prom
+  enginectl plan validate fast.json && sudo enginectl plan apply default fast.json
+  enginectl bench -m tinyllama.Q4_K --plan default@1 --plan default@2
+  enginectl tune -m tinyllama.Q4_K --objective energy --max-p95-ms 50
+  enginectl runs; enginectl run RUN_ID; enginectl cancel RUN_ID
   enginectl help generate`
 
 type infoCmd struct{}

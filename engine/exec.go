@@ -1,0 +1,404 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weos/llm-engine/engine/model"
+	"github.com/weos/llm-engine/engine/plan"
+	"github.com/weos/llm-engine/engine/sample"
+	"github.com/weos/llm-engine/engine/sched"
+	"github.com/weos/llm-engine/engine/tokenizer"
+	"github.com/weos/llm-engine/kernels"
+)
+
+// Execution. A lane is one scheduler (engine/sched) for one loaded model
+// under one set of run-time decisions (threads and scheduler settings of
+// the resolved plan): requests whose plans agree on those share a lane and
+// can be batched together. The lane is the scheduler's Executor: it runs a
+// joining sequence's prompt (Prefill), advances the running sequences by
+// one token in one batched forward pass (Step) and ends sequences (Finish:
+// the KV cache is dropped there). Forward passes of all lanes are
+// serialised by Engine.compute: a plan's threads are the workers of its
+// pass, never shared with another pass.
+
+type laneKey struct {
+	model                         *loaded
+	threads                       int
+	mode, policy                  string
+	maxBatch, maxQueue, maxWaitMS int
+}
+
+type lane struct {
+	e    *Engine
+	key  laneKey
+	m    *loaded
+	pool *kernels.Pool
+	s    *sched.Scheduler
+
+	// step scratch, used by the scheduler's goroutine only
+	batch  *model.Batch
+	logits []float32
+	states []*model.State
+	toks   []int32
+}
+
+// poolFor returns the worker pool of n threads: the engine's own pool for
+// its full size, else one created on first use (and kept) so that a plan
+// asking for fewer threads computes on fewer.
+func (e *Engine) poolFor(n int) (*kernels.Pool, error) {
+	if n <= 0 || n >= e.pool.Threads() {
+		return e.pool, nil
+	}
+	e.poolsMu.Lock()
+	defer e.poolsMu.Unlock()
+	if p, ok := e.pools[n]; ok {
+		return p, nil
+	}
+	p, err := kernels.NewPool(n)
+	if err != nil {
+		return nil, err
+	}
+	e.pools[n] = p
+	return p, nil
+}
+
+// workerTIDs are the OS thread ids of every worker pool (power cap and
+// energy attribution cover them all).
+func (e *Engine) workerTIDs() []int {
+	tids := e.pool.TIDs()
+	e.poolsMu.Lock()
+	defer e.poolsMu.Unlock()
+	for _, p := range e.pools {
+		tids = append(tids, p.TIDs()...)
+	}
+	return tids
+}
+
+func (e *Engine) laneFor(m *loaded, r *plan.Resolved) (*lane, error) {
+	s := r.Plan.Scheduler
+	key := laneKey{model: m, threads: *r.Plan.Threads, mode: *s.Mode, policy: *s.Policy,
+		maxBatch: *s.MaxBatch, maxQueue: *s.MaxQueue, maxWaitMS: *s.MaxWaitMS}
+	e.lanesMu.Lock()
+	defer e.lanesMu.Unlock()
+	if l, ok := e.lanes[key]; ok {
+		return l, nil
+	}
+	if e.closing.Load() {
+		return nil, errorf(CodeInternal, "engine shutting down")
+	}
+	e.mu.Lock()
+	unloaded := m.unloaded
+	e.mu.Unlock()
+	if unloaded { // UnloadModel removes the lanes after marking the model
+		return nil, errorf(CodeModelNotFound, "model %s was unloaded", m.info.ModelID)
+	}
+	pool, err := e.poolFor(key.threads)
+	if err != nil {
+		return nil, errorf(CodeInternal, "worker pool of %d threads: %v", key.threads, err)
+	}
+	V := m.model.Config.Vocab
+	l := &lane{e: e, key: key, m: m, pool: pool, batch: m.model.NewBatch(key.maxBatch), logits: make([]float32, key.maxBatch*V)}
+	cfg := sched.Config{Mode: key.mode, Policy: key.policy, MaxBatch: key.maxBatch, MaxQueue: key.maxQueue,
+		MaxWait: time.Duration(key.maxWaitMS) * time.Millisecond}
+	if key.policy == sched.PolicyEnergy {
+		cfg.Energy = e.readJoules
+	}
+	if l.s, err = sched.New(cfg, l); err != nil {
+		return nil, errorf(CodePlanInvalid, "scheduler: %v", err)
+	}
+	e.lanes[key] = l
+	return l, nil
+}
+
+// seqRun is one run: a request, its resolved plan, and its sequence.
+type seqRun struct {
+	e       *Engine
+	id      string
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	actor   Actor
+	lane    *lane
+	m       *loaded
+	res     *plan.Resolved
+	use     PlanUse
+	req     GenerateRequest
+	benchID string
+
+	prompt    []int32
+	maxTokens int
+	ctxLen    int
+	sampling  Sampling
+	smp       *sample.Sampler
+	onToken   func(TokenEvent)
+	queuedAt  time.Time
+
+	// used by the lane's goroutine only
+	state      *model.State
+	kvBytes    int64
+	logits     []float32
+	dec        *tokenizer.StreamDecoder
+	text       strings.Builder
+	stepTimes  []float64
+	er         *runEnergy
+	startedAt  time.Time
+	promptDone time.Time
+	firstTok   time.Time
+	last       time.Time
+
+	mu       sync.Mutex // what run.get may read while the run goes on
+	status   string
+	tokens   []int32
+	digests  []string
+	logprobs [][]TokenLogprob
+	finish   string
+	err      error
+	result   *GenerateResult
+	ended    time.Time
+
+	done chan struct{}
+}
+
+// Context implements sched.Seq.
+func (sr *seqRun) Context() context.Context { return sr.ctx }
+
+// snapshot is the run's record as it stands.
+func (sr *seqRun) snapshot() RunRecord {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	rec := RunRecord{
+		RunID: sr.id, Status: sr.status, Actor: sr.actor, BenchID: sr.benchID, Request: sr.req,
+		ModelID: sr.m.info.ModelID, ModelPath: sr.m.key.path, Plan: sr.use, PlanHash: sr.use.Hash, Resolved: sr.res,
+		PromptTokens: sr.prompt, Tokens: append([]int32{}, sr.tokens...), FinishReason: sr.finish,
+		Sampling: sr.sampling, MaxTokens: sr.maxTokens, QueuedAt: sr.queuedAt, EngineVersion: Version,
+		LogitsDigests: append([]string(nil), sr.digests...),
+	}
+	if sr.status != RunQueued {
+		rec.StartedAt = sr.startedAt
+	}
+	if sr.err != nil {
+		rec.Error = sr.err.Error()
+	}
+	if r := sr.result; r != nil {
+		rec.Text, rec.Metrics, rec.FinishedAt = r.Text, r.Metrics, sr.ended
+	}
+	return rec
+}
+
+// Prefill implements sched.Executor: the prompt in one forward pass (on the
+// plan's threads), then the first token.
+func (l *lane) Prefill(s sched.Seq) (bool, error) {
+	sr := s.(*seqRun)
+	e := l.e
+	lim := sr.res.Plan.Limits
+	if err := e.applyPowerLimit(*lim.MaxWatts, *lim.Enforcement); err != nil {
+		return false, err
+	}
+	sr.state = l.m.model.NewStateBatch(sr.ctxLen, min(len(sr.prompt), 64))
+	sr.kvBytes = sr.state.KVBytes()
+	e.kvBytes.Add(sr.kvBytes)
+	e.activeSeqs.Add(1)
+	sr.logits = make([]float32, l.m.model.Config.Vocab)
+	sr.dec = l.m.tok.NewStreamDecoder()
+	sr.mu.Lock()
+	sr.status = RunRunning
+	sr.startedAt = time.Now()
+	sr.mu.Unlock()
+	e.publish(TopicRun, EventRunStarted, RunEvent{RunID: sr.id, ModelID: l.m.info.ModelID, Plan: sr.use, Actor: sr.actor, BenchID: sr.benchID, Time: sr.startedAt.UTC()})
+
+	e.compute.Lock()
+	sr.er = e.energy.startRun()
+	err := l.m.model.ForwardOn(l.pool, sr.state, sr.prompt, sr.logits, false)
+	e.compute.Unlock()
+	if err != nil {
+		return false, errorf(CodeInternal, "forward pass: %v", err)
+	}
+	sr.promptDone = time.Now()
+	sr.last = sr.promptDone
+	return sr.emit(sr.logits), nil
+}
+
+// Step implements sched.Executor: one token for every sequence, one
+// batched forward pass.
+func (l *lane) Step(seqs []sched.Seq, done []bool) error {
+	n := len(seqs)
+	V := l.m.model.Config.Vocab
+	l.states, l.toks = l.states[:0], l.toks[:0]
+	for _, s := range seqs {
+		sr := s.(*seqRun)
+		l.states = append(l.states, sr.state)
+		l.toks = append(l.toks, sr.tokens[len(sr.tokens)-1]) // the lane goroutine is the only writer
+	}
+	e := l.e
+	e.compute.Lock()
+	err := l.batch.Forward(l.pool, l.states, l.toks, l.logits[:n*V])
+	e.compute.Unlock()
+	clear(l.states)
+	if err != nil {
+		return errorf(CodeInternal, "forward pass: %v", err)
+	}
+	now := time.Now()
+	for i, s := range seqs {
+		sr := s.(*seqRun)
+		sr.stepTimes = append(sr.stepTimes, ms(now.Sub(sr.last)))
+		sr.last = now
+		done[i] = sr.emit(l.logits[i*V : (i+1)*V])
+	}
+	return nil
+}
+
+// emit samples the next token from logits, streams it and reports whether
+// the run is over.
+func (sr *seqRun) emit(logits []float32) bool {
+	var digest string
+	if sr.req.LogitsDigest {
+		digest = logitsDigest(logits)
+	}
+	var lp []TokenLogprob
+	if sr.req.Logprobs > 0 {
+		top := sample.TopLogprobs(logits, sr.req.Logprobs)
+		lp = make([]TokenLogprob, len(top))
+		for j, c := range top {
+			lp[j] = TokenLogprob{Token: c.Token, Logprob: c.Logprob}
+		}
+	}
+	tok := sr.smp.Sample(logits)
+	sr.mu.Lock()
+	i := len(sr.tokens)
+	sr.tokens = append(sr.tokens, tok)
+	if digest != "" {
+		sr.digests = append(sr.digests, digest)
+	}
+	if lp != nil {
+		sr.logprobs = append(sr.logprobs, lp)
+	}
+	sr.mu.Unlock()
+	if i == 0 {
+		sr.firstTok = time.Now()
+	}
+	piece := sr.dec.Push(tok)
+	sr.text.WriteString(piece)
+	if sr.onToken != nil {
+		sr.onToken(TokenEvent{RunID: sr.id, Index: i, Token: tok, Text: piece})
+	}
+	switch {
+	case sr.m.tok.IsEOG(tok):
+		sr.finish = "eos"
+		return true
+	case i+1 >= sr.maxTokens:
+		sr.finish = "length"
+		return true
+	}
+	return false
+}
+
+// Finish implements sched.Executor: the run is over (completed, cancelled
+// or failed); its KV cache is released here.
+func (l *lane) Finish(s sched.Seq, err error) {
+	sr := s.(*seqRun)
+	e := l.e
+	now := time.Now()
+	if sr.state != nil {
+		sr.state = nil
+		e.kvBytes.Add(-sr.kvBytes)
+		e.activeSeqs.Add(-1)
+	}
+	finish := sr.finish
+	switch {
+	case err == nil:
+	case sr.ctx.Err() != nil || errors.Is(err, sched.ErrClosed):
+		finish, err = "cancelled", nil
+	default:
+		finish = "error"
+	}
+	if sr.dec != nil {
+		if rest := sr.dec.Flush(); rest != "" {
+			sr.text.WriteString(rest)
+			if sr.onToken != nil && finish != "error" {
+				sr.onToken(TokenEvent{RunID: sr.id, Index: len(sr.tokens), Token: -1, Text: rest})
+			}
+		}
+	}
+	sr.mu.Lock()
+	res := &GenerateResult{
+		RunID: sr.id, ModelID: l.m.info.ModelID, PromptTokens: sr.prompt, Tokens: append([]int32{}, sr.tokens...),
+		Text: sr.text.String(), FinishReason: finish, Sampling: sr.sampling, Logprobs: sr.logprobs,
+		LogitsDigests: append([]string(nil), sr.digests...), Plan: sr.use, PlanHash: sr.use.Hash,
+	}
+	sr.mu.Unlock()
+	m := &res.Metrics
+	m.PromptTokens = len(sr.prompt)
+	m.GeneratedTokens = len(res.Tokens)
+	if !sr.startedAt.IsZero() {
+		m.QueueMS = ms(sr.startedAt.Sub(sr.queuedAt))
+		if !sr.promptDone.IsZero() {
+			m.PromptMS = ms(sr.promptDone.Sub(sr.startedAt))
+			if m.PromptMS > 0 {
+				m.PromptTokensPerSecond = float64(m.PromptTokens) / (m.PromptMS / 1000)
+			}
+			m.DecodeMS = ms(now.Sub(sr.promptDone))
+		}
+		if !sr.firstTok.IsZero() {
+			// TTFT: from the request's arrival (queue wait included) to
+			// its first token.
+			m.TTFTMS = ms(sr.firstTok.Sub(sr.queuedAt))
+		}
+	} else {
+		m.QueueMS = ms(now.Sub(sr.queuedAt))
+	}
+	if m.DecodeMS > 0 {
+		m.TokensPerSecond = float64(m.GeneratedTokens) / (m.DecodeMS / 1000)
+	}
+	m.LatencyP50MS = percentile(sr.stepTimes, 0.50)
+	m.LatencyP95MS = percentile(sr.stepTimes, 0.95)
+	m.TotalMS = ms(now.Sub(sr.queuedAt))
+	if sr.er != nil {
+		if finish == "error" {
+			sr.er.abort()
+		} else {
+			e.energy.finishRun(sr.er, res)
+		}
+	} else {
+		e.energy.recordUnstarted(res)
+	}
+	sr.mu.Lock()
+	sr.finish, sr.err, sr.result, sr.ended = finish, err, res, now
+	sr.status = RunFinished
+	sr.mu.Unlock()
+	close(sr.done)
+}
+
+// recordUnstarted counts a run that ended before its compute started
+// (cancelled while queued) in the engine's metrics.
+func (en *energy) recordUnstarted(res *GenerateResult) { en.m.record(res, false) }
+
+// readJoules is the energy policy's meter (cumulative joules).
+func (e *Engine) readJoules() (float64, bool) {
+	m := e.energyMeter()
+	if m == nil {
+		return 0, false
+	}
+	r, err := m.Read()
+	if err != nil {
+		return 0, false
+	}
+	return r.Joules, true
+}
+
+func fmtQueueFull(qf *sched.QueueFullError, model string) *Error {
+	ms := qf.RetryAfter.Milliseconds()
+	return &Error{Code: CodeBusy,
+		Msg:  fmt.Sprintf("busy: the queue of model %s is full (%d requests waiting, max_queue %d); retry in %d ms", model, qf.Queued, qf.MaxQueue, ms),
+		Data: BusyData{RetryAfterMS: ms, Queued: qf.Queued, MaxQueue: qf.MaxQueue}}
+}
+
+// BusyData is the data member of a -32013 "busy" error.
+type BusyData struct {
+	RetryAfterMS int64 `json:"retry_after_ms"`
+	Queued       int   `json:"queued"`
+	MaxQueue     int   `json:"max_queue"`
+}

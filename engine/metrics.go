@@ -1,0 +1,205 @@
+package engine
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Counters answers metrics.get; the Prometheus exposition (metrics.prometheus,
+// the daemon's /metrics) is written from it by package rpc.
+type Counters struct {
+	StartTime          time.Time        `json:"start_time"`
+	Runs               int64            `json:"runs"`
+	RunsByFinishReason map[string]int64 `json:"runs_by_finish_reason"` // length, eos, cancelled, error
+	PromptTokens       int64            `json:"prompt_tokens"`
+	GeneratedTokens    int64            `json:"generated_tokens"`
+	// Energy attributed to runs, by source ("rapl", "estimate"): a figure
+	// from the estimator is never added to a measured one.
+	Energy map[string]EnergyTotals `json:"energy"`
+	// TokensPerJoule is generated tokens / joules over the runs metered with
+	// TokensPerJouleSource, the meter's source.
+	TokensPerJoule       float64 `json:"tokens_per_joule"`
+	TokensPerJouleSource string  `json:"tokens_per_joule_source"`
+	// DecodeSeconds is the distribution of the runs' decode time.
+	DecodeSeconds Histogram `json:"decode_seconds"`
+	// Power is the meter's and the cap's state now.
+	Power PowerGauges `json:"power"`
+	// LastRun is the latest completed run (nil before the first).
+	LastRun *LastRun `json:"last_run,omitempty"`
+}
+
+// EnergyTotals are the counters of the runs metered with one source.
+type EnergyTotals struct {
+	Runs            int64   `json:"runs"`
+	Joules          float64 `json:"joules"`
+	GeneratedTokens int64   `json:"generated_tokens"`
+	CPUSeconds      float64 `json:"cpu_seconds"` // worker-thread CPU time charged to the runs
+	TokensPerJoule  float64 `json:"tokens_per_joule"`
+}
+
+// Histogram is a cumulative histogram: Counts[i] observations were ≤
+// Bounds[i]; Count is the total (the +Inf bucket).
+type Histogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+	Count  uint64    `json:"count"`
+	Sum    float64   `json:"sum"`
+}
+
+// PowerGauges are the power figures of metrics.get.
+type PowerGauges struct {
+	Source       string  `json:"source"`
+	CurrentWatts float64 `json:"current_watts"`
+	MeterJoules  float64 `json:"meter_joules"` // everything the meter counted since start (not only runs)
+	CapWatts     float64 `json:"cap_watts"`    // 0: no cap
+	CapEnforced  bool    `json:"cap_enforced"`
+	QuotaCores   float64 `json:"quota_cores"` // CPU quota of the worker threads in cores; 0: unlimited
+}
+
+// LastRun identifies the latest run and its metrics.
+type LastRun struct {
+	RunID        string     `json:"run_id"`
+	ModelID      string     `json:"model_id"`
+	FinishReason string     `json:"finish_reason"`
+	Metrics      RunMetrics `json:"metrics"`
+}
+
+// DecodeBuckets are the upper bounds (seconds) of the decode-time histogram.
+var DecodeBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// Finish reasons always present in the counters (at 0 before any run).
+var finishReasons = []string{"length", "eos", "cancelled", "error"}
+
+type metrics struct {
+	mu       sync.Mutex
+	start    time.Time
+	runs     map[string]int64
+	prompt   int64
+	gen      int64
+	bySource map[string]*EnergyTotals
+	decode   Histogram
+	last     *LastRun
+}
+
+func newMetrics() *metrics {
+	m := &metrics{start: time.Now(), runs: map[string]int64{}, bySource: map[string]*EnergyTotals{}}
+	for _, r := range finishReasons {
+		m.runs[r] = 0
+	}
+	m.decode = Histogram{Bounds: DecodeBuckets, Counts: make([]uint64, len(DecodeBuckets))}
+	return m
+}
+
+// record counts a completed run.
+func (m *metrics) record(res *GenerateResult, metered bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.runs[res.FinishReason]++
+	mt := res.Metrics
+	m.prompt += int64(mt.PromptTokens)
+	m.gen += int64(mt.GeneratedTokens)
+	if metered && mt.EnergySource != "" {
+		t := m.source(mt.EnergySource)
+		t.Runs++
+		t.Joules += mt.Joules
+		t.GeneratedTokens += int64(mt.GeneratedTokens)
+		t.CPUSeconds += mt.CPUSeconds
+	}
+	d := mt.DecodeMS / 1000
+	for i, b := range m.decode.Bounds {
+		if d <= b {
+			m.decode.Counts[i]++
+		}
+	}
+	m.decode.Count++
+	m.decode.Sum += d
+	m.last = &LastRun{RunID: res.RunID, ModelID: res.ModelID, FinishReason: res.FinishReason, Metrics: mt}
+	if mt.PowerCap != nil {
+		pc := *mt.PowerCap
+		m.last.Metrics.PowerCap = &pc
+	}
+}
+
+// recordFailed counts a run that ended in an error, with the energy it used.
+func (m *metrics) recordFailed(res *GenerateResult) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.runs[res.FinishReason]++
+	if src := res.Metrics.EnergySource; src != "" {
+		t := m.source(src)
+		t.Joules += res.Metrics.Joules
+		t.CPUSeconds += res.Metrics.CPUSeconds
+	}
+}
+
+func (m *metrics) source(src string) *EnergyTotals {
+	t := m.bySource[src]
+	if t == nil {
+		t = &EnergyTotals{}
+		m.bySource[src] = t
+	}
+	return t
+}
+
+func (m *metrics) snapshot(meterSource string) Counters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := Counters{
+		StartTime:          m.start,
+		RunsByFinishReason: make(map[string]int64, len(m.runs)),
+		PromptTokens:       m.prompt,
+		GeneratedTokens:    m.gen,
+		Energy:             map[string]EnergyTotals{meterSource: {}},
+		DecodeSeconds: Histogram{
+			Bounds: append([]float64(nil), m.decode.Bounds...),
+			Counts: append([]uint64(nil), m.decode.Counts...),
+			Count:  m.decode.Count, Sum: m.decode.Sum,
+		},
+		TokensPerJouleSource: meterSource,
+	}
+	for r, n := range m.runs {
+		out.RunsByFinishReason[r] = n
+		out.Runs += n
+	}
+	for src, t := range m.bySource {
+		v := *t
+		if v.Joules > 0 {
+			v.TokensPerJoule = float64(v.GeneratedTokens) / v.Joules
+		}
+		out.Energy[src] = v
+	}
+	out.TokensPerJoule = out.Energy[meterSource].TokensPerJoule
+	if m.last != nil {
+		l := *m.last
+		out.LastRun = &l
+	}
+	return out
+}
+
+// Sources returns the keys of Energy, sorted.
+func (m Counters) Sources() []string {
+	out := make([]string, 0, len(m.Energy))
+	for s := range m.Energy {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Counters answers metrics.get: run and token counters, energy by source,
+// tokens per joule, the decode-time histogram, the power gauges and the
+// last run.
+func (e *Engine) Counters() Counters {
+	st := e.energy.status()
+	out := e.energy.m.snapshot(st.Source)
+	out.Power = PowerGauges{
+		Source:       st.Source,
+		CurrentWatts: st.CurrentWatts,
+		MeterJoules:  st.Joules,
+		CapWatts:     st.CapWatts,
+		CapEnforced:  st.CapEnforced,
+		QuotaCores:   st.QuotaPercent / 100,
+	}
+	return out
+}

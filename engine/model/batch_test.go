@@ -1,0 +1,246 @@
+package model
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/weos/llm-engine/engine/gguf"
+	"github.com/weos/llm-engine/kernels"
+)
+
+// batchModel opens a shared model on a fresh pool of the given size with the
+// best backend of this CPU (helpers of its own: helpers_test.go belongs to
+// the loader's tests).
+func batchModel(t testing.TB, file string, threads int) *Model {
+	t.Helper()
+	dir := os.Getenv("LLM_ENGINE_SHARED")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared")
+	}
+	path := filepath.Join(dir, "models", file)
+	if _, err := os.Stat(path); err != nil {
+		msg := fmt.Sprintf("SKIPPING %s: shared model %s not found (set LLM_ENGINE_SHARED)", t.Name(), path)
+		fmt.Fprintln(os.Stderr, msg)
+		t.Skip(msg)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	pool, err := kernels.NewPool(threads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	be, err := kernels.BackendByName("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(f, Options{Pool: pool, Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func argmaxF(x []float32) int32 {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+func sum(x []float32) [32]byte { return sha256.Sum256(kernels.F32Bytes(x)) }
+
+// solo decodes prompt then n greedy tokens alone with Forward, returning the
+// digest of the logits of every decode step (the prompt's last logits first).
+func solo(t testing.TB, m *Model, prompt []int32, n int) [][32]byte {
+	s := m.NewState(len(prompt) + n + 1)
+	V := m.Config.Vocab
+	logits := make([]float32, V)
+	if err := m.Forward(s, prompt, logits, false); err != nil {
+		t.Fatal(err)
+	}
+	out := [][32]byte{sum(logits)}
+	for i := 0; i < n; i++ {
+		if err := m.Forward(s, []int32{argmaxF(logits)}, logits, false); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, sum(logits))
+	}
+	return out
+}
+
+// TestForwardBatchBitIdentical: eight sequences with different prompts that
+// join and leave a batch at different steps get, at every step, logits
+// bit-identical to decoding each alone; on 1 and 2 threads.
+func TestForwardBatchBitIdentical(t *testing.T) {
+	files := []string{"stories260K.gguf", "synth-256-Q4_K_M.gguf", "stories260K-Q8_0.gguf", "synth-256-Q6_K.gguf"}
+	if testing.Short() {
+		files = files[:2]
+	}
+	for _, file := range files {
+		t.Run(file, func(t *testing.T) {
+			for _, threads := range []int{1, 2} {
+				m := batchModel(t, file, threads)
+				const nSeq, nGen = 8, 12
+				type seq struct {
+					prompt []int32
+					join   int // step at which it joins
+					n      int // tokens it decodes
+					want   [][32]byte
+					st     *State
+					logits []float32
+					got    [][32]byte
+				}
+				V := m.Config.Vocab
+				seqs := make([]*seq, nSeq)
+				for i := range seqs {
+					p := []int32{1}
+					for j := 0; j < 2+i; j++ {
+						p = append(p, int32((7*i+13*j+3)%(V-3))+3)
+					}
+					sq := &seq{prompt: p, join: i % 3, n: nGen - i%4}
+					sq.want = solo(t, m, p, sq.n)
+					seqs[i] = sq
+				}
+				b := m.NewBatch(nSeq)
+				logits := make([]float32, nSeq*V)
+				for step := 0; ; step++ {
+					var states []*State
+					var toks []int32
+					var members []*seq
+					active := 0
+					for _, sq := range seqs {
+						if step < sq.join || (sq.st != nil && len(sq.got) == sq.n+1) {
+							if step < sq.join {
+								active++
+							}
+							continue
+						}
+						active++
+						if sq.st == nil { // joins: prefill alone
+							sq.st = m.NewStateBatch(len(sq.prompt)+sq.n+1, 4)
+							sq.logits = make([]float32, V)
+							if err := m.Forward(sq.st, sq.prompt, sq.logits, false); err != nil {
+								t.Fatal(err)
+							}
+							sq.got = append(sq.got, sum(sq.logits))
+							continue
+						}
+						states = append(states, sq.st)
+						toks = append(toks, argmaxF(sq.logits))
+						members = append(members, sq)
+					}
+					if active == 0 {
+						break
+					}
+					if len(states) == 0 {
+						continue
+					}
+					if err := b.Forward(nil, states, toks, logits); err != nil {
+						t.Fatal(err)
+					}
+					for i, sq := range members {
+						copy(sq.logits, logits[i*V:(i+1)*V])
+						sq.got = append(sq.got, sum(sq.logits))
+					}
+				}
+				for i, sq := range seqs {
+					if len(sq.got) != len(sq.want) {
+						t.Fatalf("%d threads: seq %d: %d steps, want %d", threads, i, len(sq.got), len(sq.want))
+					}
+					for j := range sq.got {
+						if sq.got[j] != sq.want[j] {
+							t.Errorf("%d threads: seq %d step %d: batched logits differ from solo", threads, i, j)
+							break
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestForwardOnFewerThreads: ForwardOn with a 1-thread pool gives the same
+// logits as the model's 2-thread pool.
+func TestForwardOnFewerThreads(t *testing.T) {
+	m := batchModel(t, "stories260K.gguf", 2)
+	p1, err := kernels.NewPool(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.Close()
+	prompt := []int32{1, 400, 23, 77, 9}
+	V := m.Config.Vocab
+	a, b := make([]float32, len(prompt)*V), make([]float32, len(prompt)*V)
+	s := m.NewState(16)
+	if err := m.Forward(s, prompt, a, true); err != nil {
+		t.Fatal(err)
+	}
+	s2 := m.NewState(16)
+	if err := m.ForwardOn(p1, s2, prompt, b, true); err != nil {
+		t.Fatal(err)
+	}
+	if sum(a) != sum(b) {
+		t.Fatal("1-thread ForwardOn differs from the 2-thread pool")
+	}
+	// One batched step on the 1-thread pool.
+	bt := m.NewBatch(2)
+	l := make([]float32, 2*V)
+	if err := bt.Forward(p1, []*State{s, s2}, []int32{5, 5}, l); err != nil {
+		t.Fatal(err)
+	}
+	if sum(l[:V]) != sum(l[V:]) {
+		t.Fatal("two identical sequences in one batch got different logits")
+	}
+	if err := bt.Forward(nil, []*State{s, s}, []int32{5, 5}, l); err == nil {
+		t.Fatal("the same state twice in a batch was accepted")
+	}
+	if est, got := m.StateBytes(16, 0), s.KVBytes(); est < got*9/10 || est > got*11/10 {
+		t.Errorf("StateBytes %d is not within 10%% of KVBytes %d", est, got)
+	}
+}
+
+// BenchmarkForwardBatch: decode steps of 1 and 8 sequences on synth-256
+// Q4_K_M; tok/s counts every sequence's token.
+func BenchmarkForwardBatch(b *testing.B) {
+	for _, threads := range []int{1, 2} {
+		for _, n := range []int{1, 8} {
+			b.Run(fmt.Sprintf("synth-256-Q4_K_M/t%d/seqs%d", threads, n), func(b *testing.B) {
+				m := batchModel(b, "synth-256-Q4_K_M.gguf", threads)
+				V := m.Config.Vocab
+				states := make([]*State, n)
+				toks := make([]int32, n)
+				for i := range states {
+					states[i] = m.NewStateBatch(128, 8)
+					if err := m.Forward(states[i], []int32{1, int32(10 + i), 30}, make([]float32, V), false); err != nil {
+						b.Fatal(err)
+					}
+					toks[i] = int32(40 + i)
+				}
+				bt := m.NewBatch(n)
+				logits := make([]float32, n*V)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if states[0].Pos >= 100 {
+						for _, s := range states {
+							s.Truncate(3)
+						}
+					}
+					if err := bt.Forward(nil, states, toks, logits); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
+			})
+		}
+	}
+}

@@ -1,0 +1,385 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weos/llm-engine/engine/gguf"
+	"github.com/weos/llm-engine/engine/model"
+	"github.com/weos/llm-engine/engine/plan"
+	"github.com/weos/llm-engine/engine/tokenizer"
+	"github.com/weos/llm-engine/kernels"
+)
+
+// A loaded model is one GGUF file computed under one set of load-time
+// decisions of a plan: the per-tensor quantization and the backend. The
+// same file may be loaded several times under plans that differ there; each
+// instance has its own model id. Run-time decisions (threads, scheduler,
+// limits, sampling) may differ between the runs of one instance.
+
+// modelKey identifies a loaded instance.
+type modelKey struct {
+	path    string // absolute
+	quant   string // per-tensor conversions ("" when every tensor is used from the file)
+	backend string
+}
+
+type loaded struct {
+	info  ModelInfo
+	key   modelKey
+	file  *gguf.File
+	model *model.Model
+	tok   *tokenizer.Tokenizer
+	desc  plan.ModelDesc
+	// weightBytes is the tensor data the model computes with.
+	weightBytes int64
+
+	runs     sync.WaitGroup // runs holding the instance (queued or running)
+	unloaded bool           // guarded by Engine.mu
+}
+
+// quantKey is the canonical list of the tensors a resolved plan converts.
+func quantKey(r *plan.Resolved) string {
+	var b strings.Builder
+	for _, d := range r.Tensors {
+		if d.Target != d.Source {
+			fmt.Fprintf(&b, "%s=%s;", d.Name, d.Target)
+		}
+	}
+	return b.String()
+}
+
+// loaderConverts reports whether the loader converts tensors to the types a
+// plan resolves to (quantize at load time: model.Options.Types). When it is
+// false a plan that converts any tensor is refused with a "not yet" error
+// (-32040), never run with the file's types.
+var loaderConverts = true
+
+// conversions lists the tensors a resolved plan converts: name → target.
+func conversions(r *plan.Resolved) map[string]kernels.Type {
+	out := map[string]kernels.Type{}
+	for _, d := range r.Tensors {
+		if d.Target != d.Source {
+			out[d.Name] = d.Target
+		}
+	}
+	return out
+}
+
+func notYetConverting(r *plan.Resolved) error {
+	conv := conversions(r)
+	if len(conv) == 0 || loaderConverts {
+		return nil
+	}
+	names := make([]string, 0, len(conv))
+	for n := range conv {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var es []plan.FieldError
+	for i, n := range names {
+		if i == 3 {
+			es = append(es, plan.FieldError{Pointer: "/quantization", Message: fmt.Sprintf("… and %d more tensors", len(names)-3)})
+			break
+		}
+		es = append(es, plan.FieldError{Pointer: "/quantization", Message: fmt.Sprintf("tensor %s: %s in the file, plan asks for %s", n, sourceOf(r, n), conv[n])})
+	}
+	return &Error{Code: CodeNotImplemented,
+		Msg:  fmt.Sprintf("not yet: this plan converts %d tensors (e.g. %s → %s) and the loader cannot quantize at load time yet; use quantization \"source\" or a file already in the wanted types", len(conv), names[0], conv[names[0]]),
+		Data: PlanErrorData{Errors: es}}
+}
+
+func sourceOf(r *plan.Resolved, name string) kernels.Type {
+	for _, d := range r.Tensors {
+		if d.Name == name {
+			return d.Source
+		}
+	}
+	return 0
+}
+
+// planEnv describes this host to plan resolution.
+func (e *Engine) planEnv() plan.Env {
+	can, why := e.powerCapability()
+	return plan.Env{
+		UsableCPUs:  e.opts.Threads,
+		HasAVX2:     e.hasAVX2,
+		CanCapPower: can,
+		CapReason:   why,
+	}
+}
+
+// resolve resolves a plan for a model description, with the engine's rules.
+func (e *Engine) resolve(p *plan.Plan, desc plan.ModelDesc, weightBytes int64) (*plan.Resolved, error) {
+	if es := engineRules(p); len(es) > 0 {
+		return nil, planInvalid("plan invalid", es)
+	}
+	r, err := plan.Resolve(p, desc, e.planEnv())
+	if err != nil {
+		var fes plan.FieldErrors
+		if errors.As(err, &fes) {
+			return nil, planInvalid("plan cannot run here", fes)
+		}
+		return nil, errorf(CodeInternal, "resolving the plan: %v", err)
+	}
+	if lim := *r.Plan.Limits.MaxMemoryBytes; lim > 0 && weightBytes > lim {
+		return nil, planInvalid("plan cannot run here", []plan.FieldError{{Pointer: "/limits/max_memory_bytes",
+			Message: fmt.Sprintf("the model's weights alone take %d bytes, over max_memory_bytes %d", weightBytes, lim)}})
+	}
+	return r, nil
+}
+
+// resolveFor resolves p for a model reference (a loaded model id or a
+// path) without loading anything.
+func (e *Engine) resolveFor(ctx context.Context, ref string, p *plan.Plan) (*plan.Resolved, error) {
+	if m := e.modelByID(ref); m != nil {
+		return e.resolve(p, m.desc, m.weightBytes)
+	}
+	abs, err := e.modelPath(ref)
+	if err != nil {
+		return nil, err
+	}
+	// Reading an arbitrary file of the daemon's host is for admins; others
+	// resolve for loaded models.
+	if err := needAdmin(ctx, "resolving a plan for a model file that is not loaded ("+ref+")"); err != nil {
+		return nil, err
+	}
+	f, err := openGGUF(abs, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return e.resolve(p, plan.ModelDescFromGGUF(f), tensorBytes(f))
+}
+
+func tensorBytes(f *gguf.File) int64 {
+	var n int64
+	for i := range f.Tensors {
+		n += int64(len(f.TensorData(&f.Tensors[i])))
+	}
+	return n
+}
+
+func openGGUF(abs, ref string) (*gguf.File, error) {
+	f, err := gguf.Open(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errorf(CodeModelNotFound, "model %s: no such file", ref)
+		}
+		return nil, errorf(CodeModelInvalid, "model %s: %v", ref, err)
+	}
+	return f, nil
+}
+
+func (e *Engine) modelByID(id string) *loaded {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.models[id]
+}
+
+// modelPath turns a reference that is not a loaded model id into an
+// absolute path, or fails with "model not found".
+func (e *Engine) modelPath(ref string) (string, error) {
+	if ref == "" {
+		return "", errorf(CodeInvalidParams, "invalid params: field \"model\" is required")
+	}
+	isPath := strings.ContainsRune(ref, '/') || strings.HasSuffix(ref, ".gguf")
+	if !isPath {
+		if _, err := os.Stat(ref); err != nil {
+			return "", errorf(CodeModelNotFound, "model %q is neither a loaded model id nor a file", ref)
+		}
+	}
+	abs, err := filepath.Abs(ref)
+	if err != nil {
+		return "", errorf(CodeModelNotFound, "model %s: %v", ref, err)
+	}
+	return abs, nil
+}
+
+// instanceFor returns the loaded instance a request runs on, with its plan
+// resolved for it. ref is a loaded model id (the plan must then agree with
+// the instance's quantization and backend) or a path (the instance for the
+// plan's load-time decisions, loaded if needed: that needs an admin caller).
+func (e *Engine) instanceFor(ctx context.Context, ref string, ch *planChoice, what string) (*loaded, *plan.Resolved, error) {
+	if m := e.modelByID(ref); m != nil {
+		r, err := e.resolve(ch.p, m.desc, m.weightBytes)
+		if err != nil {
+			return nil, nil, err
+		}
+		if k := (modelKey{m.key.path, quantKey(r), *r.Plan.Backend}); k != m.key {
+			return nil, nil, mismatch(m, r, ch)
+		}
+		return m, r, nil
+	}
+	abs, err := e.modelPath(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Describe the file from a loaded instance of it, else by opening it.
+	var desc plan.ModelDesc
+	var wb int64
+	e.mu.Lock()
+	for _, m := range e.models {
+		if m.key.path == abs {
+			desc, wb = m.desc, m.weightBytes
+			break
+		}
+	}
+	e.mu.Unlock()
+	var f *gguf.File
+	if desc.Tensors == nil {
+		if f, err = openGGUF(abs, ref); err != nil {
+			return nil, nil, err
+		}
+		desc, wb = plan.ModelDescFromGGUF(f), tensorBytes(f)
+	}
+	closeF := func() {
+		if f != nil {
+			f.Close()
+		}
+	}
+	r, err := e.resolve(ch.p, desc, wb)
+	if err != nil {
+		closeF()
+		return nil, nil, err
+	}
+	key := modelKey{abs, quantKey(r), *r.Plan.Backend}
+	e.mu.Lock()
+	for _, m := range e.models {
+		if m.key == key {
+			e.mu.Unlock()
+			closeF()
+			return m, r, nil
+		}
+	}
+	e.mu.Unlock()
+	if err := needAdmin(ctx, what+" with a model that is not loaded (it would load "+ref+")"); err != nil {
+		closeF()
+		return nil, nil, err
+	}
+	if err := notYetConverting(r); err != nil {
+		closeF()
+		return nil, nil, err
+	}
+	if f == nil {
+		if f, err = openGGUF(abs, ref); err != nil {
+			return nil, nil, err
+		}
+	}
+	m, err := e.loadInstance(ctx, f, key, r, ch, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, r, nil
+}
+
+func mismatch(m *loaded, r *plan.Resolved, ch *planChoice) error {
+	what := "quantization"
+	ptr := "/quantization"
+	if m.key.backend != *r.Plan.Backend {
+		what, ptr = "backend", "/backend"
+	}
+	return &Error{Code: CodePlanInvalid,
+		Msg: fmt.Sprintf("model %s was loaded under plan %s with a different %s than plan %s asks for: load the file under this plan (model.load {path, plan}) and use that model id",
+			m.info.ModelID, m.info.Plan, what, planLabel(ch.use)),
+		Data: PlanErrorData{Errors: []plan.FieldError{{Pointer: ptr, Message: fmt.Sprintf("differs from the %s model %s was loaded with", what, m.info.ModelID)}}}}
+}
+
+func planLabel(u PlanUse) string { return u.String() }
+
+// loadInstance builds and registers a model instance from an open file
+// (which it owns from then on).
+func (e *Engine) loadInstance(ctx context.Context, f *gguf.File, key modelKey, r *plan.Resolved, ch *planChoice, ref string) (*loaded, error) {
+	start := time.Now()
+	be, err := kernels.BackendByName(key.backend)
+	if err != nil {
+		f.Close()
+		return nil, errorf(CodeModelInvalid, "model %s: %v", ref, err)
+	}
+	arch, _ := f.String("general.architecture")
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		f.Close()
+		return nil, errorf(CodeModelInvalid, "model %s: tokenizer: %v", ref, err)
+	}
+	// Tensors the plan converts are quantized at load (on the pool's
+	// threads) and cached in the cache directory.
+	use := ch.use
+	use.Hash = r.Hash
+	last := -1.0
+	progress := func(done, total int64) {
+		if total <= 0 {
+			return
+		}
+		if f := float64(done) / float64(total); f >= last+0.1 || done == total {
+			last = f
+			e.publish(TopicModel, EventModelLoading, ModelLoadingEvent{Path: key.path, Plan: use, Done: done, Total: total, Fraction: f})
+		}
+	}
+	mdl, err := model.LoadCached(f, key.path, e.opts.CacheDir, model.Options{Backend: be, Pool: e.pool,
+		Types: conversions(r), AllowRequantize: *r.Plan.Quantization.AllowRequantize, Progress: progress})
+	if err != nil {
+		f.Close()
+		return nil, errorf(CodeModelInvalid, "model %s: %v", ref, err)
+	}
+	info := ModelInfo{
+		Path:         key.path,
+		Arch:         arch,
+		TensorTypes:  map[string]int{},
+		NVocab:       mdl.Config.Vocab,
+		NCtx:         mdl.Config.Ctx,
+		Plan:         use,
+		Backend:      key.backend,
+		ComputeTypes: map[string]int{},
+	}
+	for i := range f.Tensors {
+		info.NParams += f.Tensors[i].NumElements()
+		info.TensorTypes[f.Tensors[i].Type.String()]++
+	}
+	for _, d := range r.Tensors {
+		info.ComputeTypes[d.Target.String()]++
+	}
+	info.LoadMS = ms(time.Since(start))
+	m := &loaded{info: info, key: key, file: f, model: mdl, tok: tok, desc: plan.ModelDescFromGGUF(f), weightBytes: tensorBytes(f)}
+
+	e.mu.Lock()
+	for _, other := range e.models { // lost a race with a concurrent load
+		if other.key == key {
+			e.mu.Unlock()
+			mdl.Close()
+			f.Close()
+			return other, nil
+		}
+	}
+	if e.closing.Load() {
+		e.mu.Unlock()
+		mdl.Close()
+		f.Close()
+		return nil, errorf(CodeInternal, "engine shutting down")
+	}
+	m.info.ModelID = e.newModelID(key.path)
+	e.models[m.info.ModelID] = m
+	e.mu.Unlock()
+	e.publish(TopicModel, EventModelLoaded, ModelEvent{ModelID: m.info.ModelID, Path: key.path, Plan: use, Actor: actorOf(ctx), Time: time.Now().UTC()})
+	return m, nil
+}
+
+// newModelID names a model after its file, made unique. Caller holds e.mu.
+func (e *Engine) newModelID(abs string) string {
+	base := strings.TrimSuffix(filepath.Base(abs), ".gguf")
+	id := base
+	for n := 2; ; n++ {
+		if _, taken := e.models[id]; !taken {
+			return id
+		}
+		id = fmt.Sprintf("%s-%d", base, n)
+	}
+}
