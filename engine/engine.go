@@ -71,6 +71,9 @@ type Engine struct {
 	runs   *runStore
 	events hub
 
+	toks  sync.Map // absolute path → *tokEntry: tokenizers of files that are not loaded (tokenize.go)
+	tmpls sync.Map // template source → *chat.Template (chat.go)
+
 	closing    atomic.Bool
 	closeOnce  sync.Once
 	closeErr   error

@@ -130,6 +130,7 @@ type seqRun struct {
 	benchID string
 
 	prompt    []int32
+	stop      map[int32]bool // stop tokens beyond the vocabulary's EOG set (chat: end-of-turn)
 	maxTokens int
 	ctxLen    int
 	sampling  Sampling
@@ -286,7 +287,7 @@ func (sr *seqRun) emit(logits []float32) bool {
 		sr.onToken(TokenEvent{RunID: sr.id, Index: i, Token: tok, Text: piece})
 	}
 	switch {
-	case sr.m.tok.IsEOG(tok):
+	case sr.m.tok.IsEOG(tok) || sr.stop[tok]:
 		sr.finish = "eos"
 		return true
 	case i+1 >= sr.maxTokens:

@@ -16,6 +16,10 @@ type runOpts struct {
 	benchID string
 	choice  *planChoice   // the plan, already chosen (bench resolves names once)
 	collect func(*seqRun) // called once the run is over, before the reply
+	// prompt, if set, replaces the encoding of req.Prompt (chat renders its
+	// template for the instance's tokenizer): the prompt's text and tokens
+	// and extra stop tokens.
+	prompt func(m *loaded) (text string, prompt []int32, stop map[int32]bool, err error)
 }
 
 // Generate runs one request to completion (or cancellation) under its plan:
@@ -69,8 +73,15 @@ func (e *Engine) generate(ctx context.Context, req GenerateRequest, onToken func
 	} else if maxTokens > *lim.MaxTokens {
 		return nil, errorf(CodeInvalidParams, "invalid params: field \"max_tokens\": %d exceeds the plan's limits.max_tokens %d (plan %s)", maxTokens, *lim.MaxTokens, use)
 	}
-	prompt, err := m.tok.Encode(req.Prompt, true, false)
-	if err != nil {
+	var prompt []int32
+	var stop map[int32]bool
+	if o.prompt != nil {
+		var text string
+		if text, prompt, stop, err = o.prompt(m); err != nil {
+			return nil, err
+		}
+		req.Prompt = text // the run record holds the rendered prompt
+	} else if prompt, err = m.tok.Encode(req.Prompt, true, false); err != nil {
 		return nil, errorf(CodeInvalidParams, "invalid params: field \"prompt\": %v", err)
 	}
 	if len(prompt) == 0 {
@@ -111,7 +122,7 @@ func (e *Engine) generate(ctx context.Context, req GenerateRequest, onToken func
 	defer cancel(nil)
 	now := time.Now()
 	sr := &seqRun{e: e, id: newRunID(now), ctx: rctx, cancel: cancel, actor: actorOf(ctx), lane: l, m: m, res: r, use: use,
-		req: req, benchID: o.benchID, prompt: prompt, maxTokens: maxTokens, ctxLen: ctxLen, sampling: sp, smp: smp,
+		req: req, benchID: o.benchID, prompt: prompt, stop: stop, maxTokens: maxTokens, ctxLen: ctxLen, sampling: sp, smp: smp,
 		onToken: onToken, queuedAt: now, status: RunQueued, tokens: []int32{}, done: make(chan struct{})}
 	sr.req.Stream = req.Stream
 	e.inflight.Add(1)

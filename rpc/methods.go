@@ -64,6 +64,9 @@ type Method struct {
 	// are open to any peer that can connect (generate with a model that is
 	// not loaded counts as model.load: see daemon/authz.go).
 	Mutating bool
+	// Examples are OpenRPC example pairings (params by name, result) shown
+	// in the document; a test validates them against the params schema.
+	Examples []Example
 
 	resultSchema *jsonschema.Schema // overrides the schema reflected from Result
 	paramsSchema *jsonschema.Schema // reflected once, used to check params
@@ -184,6 +187,12 @@ func buildTable() []*Method {
 			}
 			return s.eng.Generate(ctx, *p, onToken)
 		})
+	info.Examples = []Example{example("info", map[string]any{}, map[string]any{
+		"version": "0.1.0", "go_version": "go1.26", "backends": []string{"cpu-avx2", "cpu-generic"},
+		"cpu_features": []string{"avx2", "fma"}, "num_cpu": 8})}
+	gen.Examples = []Example{example("greedy", map[string]any{
+		"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8, "sampling": map[string]any{"temperature": 0},
+	}, nil)}
 	gen.Notifications = []Notification{{
 		Name:    NotificationGenerateToken,
 		Summary: "One generated token (sent only when stream is true).",
@@ -199,6 +208,7 @@ func buildTable() []*Method {
 	discover.resultSchema = &jsonschema.Schema{Ref: OpenRPCMetaSchema}
 
 	t := append([]*Method{info, load, list, unload, gen, discover}, powerMethods()...) // power.go
+	t = append(t, chatMethods()...)                                                    // chat.go
 	return append(t, planMethods()...)                                                 // plans.go
 }
 

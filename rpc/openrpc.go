@@ -39,6 +39,7 @@ type DocMethod struct {
 	Result         *ContentDescriptor  `json:"result"`
 	Errors         []DocError          `json:"errors,omitempty"`
 	Notifications  []DocNotification   `json:"x-notifications,omitempty"`
+	Examples       []Example           `json:"examples,omitempty"`
 }
 
 // ContentDescriptor is an OpenRPC content descriptor.
@@ -86,6 +87,7 @@ func NewDocument(version string) *Document {
 			Description:    m.Description,
 			ParamStructure: "by-name",
 			Params:         paramDescriptors(m.Params),
+			Examples:       m.Examples,
 		}
 		rs := m.resultSchema
 		if rs == nil {

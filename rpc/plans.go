@@ -171,6 +171,9 @@ func planMethods() []*Method {
 			}
 			return pe.ValidatePlan(ctx, *p)
 		})
+	validate.Examples = []Example{example("threads", map[string]any{
+		"plan": map[string]any{"threads": 2, "limits": map[string]any{"max_context": 512}},
+	}, map[string]any{"valid": true, "plan": map[string]any{"threads": 2, "limits": map[string]any{"max_context": 512}}})}
 
 	resolve := method(MethodPlanResolve, "Resolve a plan for a model.",
 		"Fills every default, writes each tensor's quantization decision (and fallback), names the kernel set and "+

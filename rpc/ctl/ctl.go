@@ -40,22 +40,26 @@ type cli struct {
 	Socket string `help:"Daemon socket (default: $LLM_ENGINE_SOCKET, else /run/llm-engine/engine.sock)." placeholder:"PATH"`
 	JSON   bool   `name:"json" help:"Print the result as JSON."`
 
-	Info     infoCmd     `cmd:"" help:"Show the engine's version, backends and CPU features."`
-	Models   modelsCmd   `cmd:"" help:"List the loaded models."`
-	Load     loadCmd     `cmd:"" help:"Load a GGUF model."`
-	Unload   unloadCmd   `cmd:"" help:"Unload a model."`
-	Generate generateCmd `cmd:"" help:"Generate text; streams it to stdout, metrics to stderr."`
-	Discover discoverCmd `cmd:"" help:"Print the API's OpenRPC document."`
-	Power    powerCmd    `cmd:"" help:"Show the energy meter and the power cap; --set-cap sets it."`
-	Metrics  metricsCmd  `cmd:"" help:"Show the engine's counters (--prometheus: text exposition)."`
-	Plan     planCmd     `cmd:"" help:"Validate, show, store, compare, propose, promote and roll back execution plans."`
-	Runs     runsCmd     `cmd:"" help:"List runs (in progress and recorded)."`
-	Run      runCmd      `cmd:"" help:"Show a run's record: request, resolved plan, tokens, metrics."`
-	Cancel   cancelCmd   `cmd:"" help:"Cancel a queued or running run."`
-	Bench    benchCmd    `cmd:"" help:"Benchmark plans against each other (bench.run)."`
-	Tune     tuneCmd     `cmd:"" help:"Search threads × quantization × batch for a better plan and propose it."`
-	Events   eventsCmd   `cmd:"" help:"Stream the engine's events as JSON lines."`
-	Help     helpCmd     `cmd:"" help:"Show help for enginectl or one of its commands."`
+	Info       infoCmd       `cmd:"" help:"Show the engine's version, backends and CPU features."`
+	Models     modelsCmd     `cmd:"" help:"List the loaded models."`
+	Load       loadCmd       `cmd:"" help:"Load a GGUF model."`
+	Unload     unloadCmd     `cmd:"" help:"Unload a model."`
+	Generate   generateCmd   `cmd:"" help:"Generate text; streams it to stdout, metrics to stderr."`
+	Discover   discoverCmd   `cmd:"" help:"Print the API's OpenRPC document."`
+	API        apiCmd        `cmd:"" name:"api" help:"Print the API's OpenRPC document (alias of discover)."`
+	Tokenize   tokenizeCmd   `cmd:"" help:"Print the token ids of a text (tokenize)."`
+	Detokenize detokenizeCmd `cmd:"" help:"Print the text of token ids (detokenize)."`
+	Chat       chatCmd       `cmd:"" help:"Chat with a model through its chat template; streams the reply."`
+	Power      powerCmd      `cmd:"" help:"Show the energy meter and the power cap; --set-cap sets it."`
+	Metrics    metricsCmd    `cmd:"" help:"Show the engine's counters (--prometheus: text exposition)."`
+	Plan       planCmd       `cmd:"" help:"Validate, show, store, compare, propose, promote and roll back execution plans."`
+	Runs       runsCmd       `cmd:"" help:"List runs (in progress and recorded)."`
+	Run        runCmd        `cmd:"" help:"Show a run's record: request, resolved plan, tokens, metrics."`
+	Cancel     cancelCmd     `cmd:"" help:"Cancel a queued or running run."`
+	Bench      benchCmd      `cmd:"" help:"Benchmark plans against each other (bench.run)."`
+	Tune       tuneCmd       `cmd:"" help:"Search threads × quantization × batch for a better plan and propose it."`
+	Events     eventsCmd     `cmd:"" help:"Stream the engine's events as JSON lines."`
+	Help       helpCmd       `cmd:"" help:"Show help for enginectl or one of its commands."`
 }
 
 // description is the top-level help: enough to stand in for a man page.
@@ -65,8 +69,10 @@ SOCKET AND PERMISSIONS
   enginectl connects to --socket, else $LLM_ENGINE_SOCKET, else
   /run/llm-engine/engine.sock (created by llm-engine.socket, which starts the
   daemon on the first connection). Members of group llm-engine may connect:
-  info, models, generate (with a loaded model), power, metrics and discover are
-  open to them. load, unload, power --set-cap, and generate with a model path that is not loaded, also need
+  info, models, generate, chat, tokenize and detokenize (with a loaded model),
+  power, metrics, discover and api are open to them. load, unload,
+  power --set-cap, and generate, chat, tokenize or detokenize with a model path
+  that is not loaded, also need
   root, the daemon's user, or membership of the admin group named by
   "admin_group" in /etc/llm-engine/engine.json (default llm-engine-admin);
   others get "unauthorized" (code -32030).
@@ -94,6 +100,9 @@ EXAMPLES
   enginectl bench -m tinyllama.Q4_K --plan default@1 --plan default@2
   enginectl tune -m tinyllama.Q4_K --objective energy --max-p95-ms 50
   enginectl runs; enginectl run RUN_ID; enginectl cancel RUN_ID
+  enginectl tokenize -m tinyllama.Q4_K --special "Hello world"; enginectl detokenize -m tinyllama.Q4_K 1 15043
+  enginectl chat -m qwen2.5-0.5b --system "Be brief." "What is a GGUF file?"
+  enginectl api > openrpc.json
   enginectl help generate`
 
 type infoCmd struct{}
@@ -495,5 +504,10 @@ func (g generateCmd) Run(e *env) error {
 	fmt.Fprintf(e.stderr, "[%s %s] %d tokens (%s): prompt %d tokens in %.1f ms, ttft %.1f ms, %.2f tokens/s, latency p50 %.1f ms p95 %.1f ms, temperature %g, seed %d\n",
 		res.RunID, res.ModelID, m.GeneratedTokens, res.FinishReason, m.PromptTokens, m.PromptMS, m.TTFTMS,
 		m.TokensPerSecond, m.LatencyP50MS, m.LatencyP95MS, res.Sampling.Temperature, res.Sampling.Seed)
+	if m.EnergySource != "" {
+		// The source is always printed: an estimate is not a measurement.
+		fmt.Fprintf(e.stderr, "[%s] energy (%s): %.3f J, %.2f W average, %.1f tokens/J\n",
+			res.RunID, m.EnergySource, m.Joules, m.AvgWatts, m.TokensPerJoule)
+	}
 	return nil
 }
