@@ -436,7 +436,7 @@ func TestAVX2TilesMatchDot(t *testing.T) {
 	for typ, tile := range avx2Tiles {
 		f, _ := FormatOf(typ)
 		bs := typ.BlockSize()
-		for _, n := range []int{0, max(bs, 32), 2 * max(bs, 32), 1024} {
+		for _, n := range []int{0, max(bs, 32), 2 * max(bs, 32), 11 * max(bs, 32), 1024} {
 			if typ == F32 || typ == F16 || typ == BF16 {
 				n += r.IntN(9)
 			}
@@ -837,4 +837,5 @@ func BenchmarkTileDRAMQ4_K(b *testing.B) { benchTileDRAM(b, Q4_K) }
 func BenchmarkTileDRAMQ6_K(b *testing.B) { benchTileDRAM(b, Q6_K) }
 func BenchmarkTileDRAMQ8_0(b *testing.B) { benchTileDRAM(b, Q8_0) }
 
-func BenchmarkTileDRAMF16(b *testing.B) { benchTileDRAM(b, F16) }
+func BenchmarkTileDRAMF16(b *testing.B)    { benchTileDRAM(b, F16) }
+func BenchmarkTileQ8_0_16tok(b *testing.B) { benchTile(b, Q8_0, 16) }

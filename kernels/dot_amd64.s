@@ -1305,44 +1305,129 @@ TEXT ·dotQ8_0RowsAVX2(SB), NOSPLIT, $0-48
 	MOVQ    w+8(FP), AX
 	MOVQ    out+32(FP), CX
 	VMOVDQU k_ones16<>+0(SB), Y0
+	VMOVDQU k_perm_bcast<>+32(SB), Y1
+	VMOVDQU k_perm_bcast<>+64(SB), Y2
+	VMOVDQU k_perm_bcast<>+96(SB), Y3
 
 dotQ8_0RowsAVX2_row:
 	MOVQ   AX, DX
 	MOVQ   a+24(FP), BX
 	MOVQ   nb+0(FP), SI
-	VXORPS Y1, Y1, Y1
+	SHRQ   $0x02, SI
+	VXORPS Y4, Y4, Y4
+	JZ     dotQ8_0RowsAVX2_tail
 
-dotQ8_0RowsAVX2_loop:
+dotQ8_0RowsAVX2_loop4:
 	PREFETCHT0   2048(DX)
+	PREFETCHT0   2112(DX)
+	PREFETCHT0   2176(DX)
+	MOVWQZX      (DX), DI
+	MOVWQZX      34(DX), R8
+	SHLQ         $0x10, R8
+	ORQ          R8, DI
+	MOVWQZX      68(DX), R8
+	SHLQ         $0x20, R8
+	ORQ          R8, DI
+	MOVWQZX      102(DX), R8
+	SHLQ         $0x30, R8
+	ORQ          R8, DI
+	VMOVQ        DI, X5
+	VCVTPH2PS    X5, X5
+	MOVWQZX      (BX), DI
+	MOVWQZX      34(BX), R8
+	SHLQ         $0x10, R8
+	ORQ          R8, DI
+	MOVWQZX      68(BX), R8
+	SHLQ         $0x20, R8
+	ORQ          R8, DI
+	MOVWQZX      102(BX), R8
+	SHLQ         $0x30, R8
+	ORQ          R8, DI
+	VMOVQ        DI, X6
+	VCVTPH2PS    X6, X6
+	VMULPS       X6, X5, X5
+	VBROADCASTSS X5, Y6
+	VMOVDQU      2(DX), Y7
+	VMOVDQU      2(BX), Y8
+	VPSIGNB      Y7, Y8, Y8
+	VPABSB       Y7, Y7
+	VPMADDUBSW   Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y6, Y7, Y7
+	VADDPS       Y7, Y4, Y4
+	VPERMPS      Y5, Y1, Y6
+	VMOVDQU      36(DX), Y7
+	VMOVDQU      36(BX), Y8
+	VPSIGNB      Y7, Y8, Y8
+	VPABSB       Y7, Y7
+	VPMADDUBSW   Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y6, Y7, Y7
+	VADDPS       Y7, Y4, Y4
+	VPERMPS      Y5, Y2, Y6
+	VMOVDQU      70(DX), Y7
+	VMOVDQU      70(BX), Y8
+	VPSIGNB      Y7, Y8, Y8
+	VPABSB       Y7, Y7
+	VPMADDUBSW   Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y6, Y7, Y7
+	VADDPS       Y7, Y4, Y4
+	VPERMPS      Y5, Y3, Y6
+	VMOVDQU      104(DX), Y7
+	VMOVDQU      104(BX), Y8
+	VPSIGNB      Y7, Y8, Y8
+	VPABSB       Y7, Y7
+	VPMADDUBSW   Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y6, Y7, Y7
+	VADDPS       Y7, Y4, Y4
+	ADDQ         $0x00000088, DX
+	ADDQ         $0x00000088, BX
+	DECQ         SI
+	JNZ          dotQ8_0RowsAVX2_loop4
+
+dotQ8_0RowsAVX2_tail:
+	MOVQ nb+0(FP), SI
+	ANDQ $0x03, SI
+	JZ   dotQ8_0RowsAVX2_done
+
+dotQ8_0RowsAVX2_loop1:
 	MOVWLZX      (DX), DI
 	MOVWLZX      (BX), R8
 	SHLL         $0x10, R8
 	ORL          R8, DI
-	VMOVD        DI, X2
-	VCVTPH2PS    X2, X2
-	VMOVSHDUP    X2, X3
-	VMULSS       X3, X2, X2
-	VBROADCASTSS X2, Y2
-	VMOVDQU      2(DX), Y3
-	VMOVDQU      2(BX), Y4
-	VPSIGNB      Y3, Y4, Y4
-	VPABSB       Y3, Y3
-	VPMADDUBSW   Y4, Y3, Y3
-	VPMADDWD     Y0, Y3, Y3
-	VCVTDQ2PS    Y3, Y3
-	VMULPS       Y2, Y3, Y3
-	VADDPS       Y3, Y1, Y1
+	VMOVD        DI, X5
+	VCVTPH2PS    X5, X5
+	VMOVSHDUP    X5, X6
+	VMULSS       X6, X5, X5
+	VBROADCASTSS X5, Y6
+	VMOVDQU      2(DX), Y7
+	VMOVDQU      2(BX), Y8
+	VPSIGNB      Y7, Y8, Y8
+	VPABSB       Y7, Y7
+	VPMADDUBSW   Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y6, Y7, Y7
+	VADDPS       Y7, Y4, Y4
 	ADDQ         $0x00000022, DX
 	ADDQ         $0x00000022, BX
 	DECQ         SI
-	JNZ          dotQ8_0RowsAVX2_loop
-	VEXTRACTF128 $0x01, Y1, X2
-	VADDPS       X2, X1, X1
-	VMOVHLPS     X1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSHDUP    X1, X2
-	VADDSS       X2, X1, X1
-	VMOVSS       X1, (CX)
+	JNZ          dotQ8_0RowsAVX2_loop1
+
+dotQ8_0RowsAVX2_done:
+	VEXTRACTF128 $0x01, Y4, X5
+	VADDPS       X5, X4, X4
+	VMOVHLPS     X4, X4, X5
+	VADDPS       X5, X4, X4
+	VMOVSHDUP    X4, X5
+	VADDSS       X5, X4, X4
+	VMOVSS       X4, (CX)
 	ADDQ         wStride+16(FP), AX
 	ADDQ         $0x04, CX
 	DECQ         nRows+40(FP)

@@ -124,7 +124,8 @@ printf '%s\n' "${COMPREPLY[@]}"`
 		want []string
 	}{
 		{"enginectl ge", []string{"generate"}},
-		{"enginectl ", []string{"bench", "cancel", "discover", "events", "generate", "help", "info", "load", "metrics", "models", "plan", "power", "run", "runs", "tune", "unload"}},
+		{"enginectl ", []string{"api", "bench", "cancel", "chat", "detokenize", "discover", "events", "generate", "help", "info", "load", "metrics", "models", "plan", "power", "run", "runs", "tokenize", "tune", "unload"}},
+		{"enginectl tokenize --p", []string{"--parse-special"}},
 		{"enginectl plan pro", []string{"promote", "propose"}},
 		{"enginectl tune --obj", []string{"--objective"}},
 		{"enginectl --socket /tmp/x generate --to", []string{"--top-k", "--top-p"}},

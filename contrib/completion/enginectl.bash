@@ -22,7 +22,7 @@ _enginectl()
         cword=$COMP_CWORD
     fi
 
-    local commands="info models load unload generate discover power metrics plan runs run cancel bench tune events help"
+    local commands="info models load unload generate chat tokenize detokenize discover api power metrics plan runs run cancel bench tune events help"
     local global_flags="--socket --json --help -h"
 
     # Find the command and the --socket in use.
@@ -46,7 +46,7 @@ _enginectl()
             return ;;
         --plan|-p|--prompt|-n|--max-tokens|--temperature|--top-k|--top-p|--seed)
             return ;;
-        --set-cap|--rationale|--limit|--since|--name|--max-p95-ms|--threads|--quant|--batch|-r|--repetitions|-c|--concurrency|--max-seconds|--max-joules)
+        --set-cap|--system|-s|--rationale|--limit|--since|--name|--max-p95-ms|--threads|--quant|--batch|-r|--repetitions|-c|--concurrency|--max-seconds|--max-joules)
             return ;;
         --objective)
             COMPREPLY=($(compgen -W "energy throughput" -- "$cur"))
@@ -54,7 +54,7 @@ _enginectl()
         --topic)
             COMPREPLY=($(compgen -W "run plan power model" -- "$cur"))
             return ;;
-        --evidence)
+        --evidence|--template)
             COMPREPLY=($(compgen -f -- "$cur"))
             return ;;
     esac
@@ -109,6 +109,12 @@ _enginectl()
             flags="--topic" ;;
         power)
             flags="--set-cap --best-effort" ;;
+        chat)
+            flags="--model -m --system -s --template --max-tokens -n --temperature --top-k --top-p --seed --plan" ;;
+        tokenize)
+            flags="--model -m --special --parse-special" ;;
+        detokenize)
+            flags="--model -m" ;;
         metrics)
             flags="--prometheus" ;;
         *)

@@ -393,16 +393,16 @@ func cachedConversions(f *gguf.File, path, cacheDir string, jobs []convJob, o *O
 	cf, err := gguf.Open(entry)
 	switch {
 	case err == nil:
-		if c, why := useEntry(cf, jobs, srcSHA, typesSHA); c != nil {
+		c, why := useEntry(cf, jobs, srcSHA, typesSHA)
+		if c != nil {
 			c.info.CachePath, c.info.CacheHit = entry, true
 			if o.Progress != nil {
 				total := c.info.SourceBytes
 				o.Progress(total, total)
 			}
 			return c, nil
-		} else {
-			rebuilt = why
 		}
+		rebuilt = why
 		cf.Close()
 	case !errors.Is(err, fs.ErrNotExist):
 		rebuilt = err.Error()

@@ -356,6 +356,18 @@ func TestQuantCache(t *testing.T) {
 		t.Errorf("in-memory conversion differs from the cache entry")
 	}
 
+	// An unusable cache directory: the conversion is kept in memory.
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+	mm, err := LoadCached(f, path, notDir, Options{Pool: testPool(t, 2), Types: types})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := mm.Quantization(); q.CacheError == "" || q.CachePath != "" || q.Tensors != q1.Tensors ||
+		!bytes.Equal(mm.Layers[1].Down.Data, cf.TensorData(et)) {
+		t.Errorf("unusable cache dir: %+v", q)
+	}
+
 	corrupt := func(what string, edit func(b []byte) []byte, want string) {
 		t.Run(what, func(t *testing.T) {
 			b := edit(bytes.Clone(entry))
