@@ -232,59 +232,18 @@ func (b *Batch) swiglu(_, start, end int) {
 // model's). p may have fewer threads than the pool the state was made for,
 // not more; the results are the same for any thread count.
 func (m *Model) ForwardOn(p *kernels.Pool, s *State, tokens []int32, logits []float32, all bool) error {
-	if p == nil || p == m.pool {
-		return m.Forward(s, tokens, logits, all)
+	if p == nil {
+		p = m.pool
 	}
-	if s.m != m {
-		return errors.New("model: state belongs to another model")
-	}
-	if p.Inner() {
-		return errors.New("model: ForwardOn needs an outer pool")
-	}
-	if p.Threads() > len(s.scores) {
-		return fmt.Errorf("model: pool of %d threads exceeds the %d the state was made for", p.Threads(), len(s.scores))
-	}
-	c := &m.Config
-	n := len(tokens)
-	if n == 0 {
-		return errors.New("model: no tokens")
-	}
-	if s.Pos+n > s.ctx {
-		return fmt.Errorf("model: %w: %d tokens at position %d exceed the state's context of %d", ErrContextFull, n, s.Pos, s.ctx)
-	}
-	need := c.Vocab
-	if all {
-		need = n * c.Vocab
-	}
-	if len(logits) < need {
-		return fmt.Errorf("model: logits buffer holds %d floats, need %d", len(logits), need)
-	}
-	for i, t := range tokens {
-		if t < 0 || int(t) >= c.Vocab {
-			return fmt.Errorf("model: token %d (at %d) is out of the vocabulary [0,%d)", t, i, c.Vocab)
+	if p != m.pool {
+		if p.Inner() {
+			return errors.New("model: ForwardOn needs an outer pool")
+		}
+		if p.Threads() > len(s.scores) {
+			return fmt.Errorf("model: pool of %d threads exceeds the %d the state was made for", p.Threads(), len(s.scores))
 		}
 	}
-	for start := 0; start < n; start += s.maxBatch {
-		end := min(start+s.maxBatch, n)
-		s.toks, s.all = tokens[start:end], all
-		switch {
-		case all:
-			s.logits = logits[start*c.Vocab : end*c.Vocab]
-		case end == n:
-			s.logits = logits[:c.Vocab]
-		default:
-			s.logits = nil
-		}
-		p.Exec(s.stepFn)
-		s.toks, s.logits = nil, nil
-		if s.err != nil {
-			err := s.err
-			s.err = nil
-			return err
-		}
-		s.Pos += end - start
-	}
-	return nil
+	return m.forward(p, s, tokens, logits, all)
 }
 
 // KVBytes is the memory held by the state's KV cache and scratch buffers.

@@ -119,6 +119,11 @@ var ErrContextFull = errors.New("context full")
 // steps of at most the state's maximum batch; each matrix product of a step
 // handles all its tokens at once.
 func (m *Model) Forward(s *State, tokens []int32, logits []float32, all bool) error {
+	return m.forward(m.pool, s, tokens, logits, all)
+}
+
+// forward is Forward on pool p (the model's or a smaller one, see ForwardOn).
+func (m *Model) forward(p *kernels.Pool, s *State, tokens []int32, logits []float32, all bool) error {
 	if s.m != m {
 		return errors.New("model: state belongs to another model")
 	}
@@ -153,7 +158,7 @@ func (m *Model) Forward(s *State, tokens []int32, logits []float32, all bool) er
 		default:
 			s.logits = nil // an inner step of a last-token-only call
 		}
-		m.pool.Exec(s.stepFn)
+		p.Exec(s.stepFn)
 		s.toks, s.logits = nil, nil
 		if s.err != nil {
 			err := s.err
