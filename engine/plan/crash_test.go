@@ -105,7 +105,11 @@ func TestPlanStoreSurvivesKill9(t *testing.T) {
 	}
 	s, _ := OpenStore(dir)
 	vs, _ := s.versions("p")
-	t.Logf("%d kills during continuous plan writes: store always opened; %d whole versions, none torn; leftover temp files: %s", kills, len(vs), strconv.Itoa(countTemps(t, dir)))
+	temps := countTemps(t, dir)
+	t.Logf("%d kills during continuous plan writes: store always opened; %d whole versions, none torn; leftover temp files after open: %s", kills, len(vs), strconv.Itoa(temps))
+	if temps != 0 {
+		t.Errorf("OpenStore left %d temporary files of killed writers", temps)
+	}
 }
 
 func countTemps(t *testing.T, dir string) int {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,6 +83,9 @@ func OpenStore(dir string) (*Store, error) {
 	}
 	s := &Store{dir: dir}
 	err := s.locked(func() error {
+		if err := s.removeStaleTemps(); err != nil {
+			return err
+		}
 		vs, err := s.versions(DefaultName)
 		if err != nil || len(vs) > 0 {
 			return err
@@ -92,6 +96,34 @@ func OpenStore(dir string) (*Store, error) {
 		return nil, fmt.Errorf("plan store: %w", err)
 	}
 	return s, nil
+}
+
+// removeStaleTemps deletes the temporary files (".name…", renameio's) that a
+// writer killed between create and rename leaves behind. Every write holds the
+// store lock, which the caller holds, so none of them is in progress.
+func (s *Store) removeStaleTemps() error {
+	plans, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, p := range plans {
+		if !p.IsDir() {
+			continue
+		}
+		dir := filepath.Join(s.dir, p.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") && e.Type().IsRegular() {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Dir returns the store's directory.
