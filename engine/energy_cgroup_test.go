@@ -273,7 +273,10 @@ func TestPowerCapRealCgroupV1(t *testing.T) {
 	if fshare < 0.5 {
 		t.Errorf("after lifting the cap the worker ran %.1f%% of a core", fshare*100)
 	}
-	if len(free) > 0 && tokensPerSec(free) < 2.5*tokensPerSec(capped) {
+	// tokens/s comes from the 2–3 whole runs that fit in each window, so it
+	// is coarse (a run straddling the cap change counts where it ends); the
+	// CPU share above is the precise check, this one only that speed follows.
+	if len(free) > 0 && tokensPerSec(free) < 1.8*tokensPerSec(capped) {
 		t.Errorf("uncapped %.0f tokens/s vs capped %.0f: full speed not restored", tokensPerSec(free), tokensPerSec(capped))
 	}
 
