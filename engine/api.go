@@ -35,6 +35,11 @@ type ModelInfo struct {
 	Plan         PlanUse        `json:"plan"`
 	Backend      string         `json:"backend,omitempty"`
 	ComputeTypes map[string]int `json:"compute_types,omitempty"` // type name -> tensor count
+	// The layout of the matrix weights (the plan's weight_layout): x8
+	// (repacked at load: how many matrices, how long it took) or rows.
+	WeightLayout   string  `json:"weight_layout,omitempty"`
+	RepackedMatrix int     `json:"repacked_matrices,omitempty"`
+	RepackMS       float64 `json:"repack_ms,omitempty"`
 }
 
 // Sampling selects the next token. Temperature 0 means greedy (argmax,

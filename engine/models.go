@@ -20,9 +20,9 @@ import (
 )
 
 // A loaded model is one GGUF file computed under one set of load-time
-// decisions of a plan: the per-tensor quantization and the backend. The
-// same file may be loaded several times under plans that differ there; each
-// instance has its own model id. Run-time decisions (threads, scheduler,
+// decisions of a plan: the per-tensor quantization, the backend and the
+// weight layout. The same file may be loaded several times under plans that
+// differ there; each instance has its own model id. Run-time decisions (threads, scheduler,
 // limits, sampling) may differ between the runs of one instance.
 
 // modelKey identifies a loaded instance.
@@ -30,6 +30,12 @@ type modelKey struct {
 	path    string // absolute
 	quant   string // per-tensor conversions ("" when every tensor is used from the file)
 	backend string
+	layout  string // weight_layout
+}
+
+// keyFor is the instance key of a resolved plan for the file at abs.
+func keyFor(abs string, r *plan.Resolved) modelKey {
+	return modelKey{abs, quantKey(r), *r.Plan.Backend, *r.Plan.WeightLayout}
 }
 
 type loaded struct {
@@ -214,7 +220,7 @@ func (e *Engine) instanceFor(ctx context.Context, ref string, ch *planChoice, wh
 		if err != nil {
 			return nil, nil, err
 		}
-		if k := (modelKey{m.key.path, quantKey(r), *r.Plan.Backend}); k != m.key {
+		if k := keyFor(m.key.path, r); k != m.key {
 			return nil, nil, mismatch(m, r, ch)
 		}
 		return m, r, nil
@@ -251,7 +257,7 @@ func (e *Engine) instanceFor(ctx context.Context, ref string, ch *planChoice, wh
 		closeF()
 		return nil, nil, err
 	}
-	key := modelKey{abs, quantKey(r), *r.Plan.Backend}
+	key := keyFor(abs, r)
 	e.mu.Lock()
 	for _, m := range e.models {
 		if m.key == key {
@@ -284,8 +290,11 @@ func (e *Engine) instanceFor(ctx context.Context, ref string, ch *planChoice, wh
 func mismatch(m *loaded, r *plan.Resolved, ch *planChoice) error {
 	what := "quantization"
 	ptr := "/quantization"
-	if m.key.backend != *r.Plan.Backend {
+	switch {
+	case m.key.backend != *r.Plan.Backend:
 		what, ptr = "backend", "/backend"
+	case m.key.layout != *r.Plan.WeightLayout:
+		what, ptr = "weight layout", "/weight_layout"
 	}
 	return &Error{Code: CodePlanInvalid,
 		Msg: fmt.Sprintf("model %s was loaded under plan %s with a different %s than plan %s asks for: load the file under this plan (model.load {path, plan}) and use that model id",
@@ -324,8 +333,13 @@ func (e *Engine) loadInstance(ctx context.Context, f *gguf.File, key modelKey, r
 			e.publish(TopicModel, EventModelLoading, ModelLoadingEvent{Path: key.path, Plan: use, Done: done, Total: total, Fraction: f})
 		}
 	}
+	layout := kernels.LayoutRows
+	if key.layout == plan.LayoutX8 {
+		layout = kernels.LayoutX8
+	}
 	mdl, err := model.LoadCached(f, key.path, e.opts.CacheDir, model.Options{Backend: be, Pool: e.pool,
-		Types: conversions(r), AllowRequantize: *r.Plan.Quantization.AllowRequantize, Progress: progress})
+		Types: conversions(r), AllowRequantize: *r.Plan.Quantization.AllowRequantize, Progress: progress,
+		Layout: layout})
 	if err != nil {
 		f.Close()
 		return nil, errorf(CodeModelInvalid, "model %s: %v", ref, err)
@@ -339,6 +353,11 @@ func (e *Engine) loadInstance(ctx context.Context, f *gguf.File, key modelKey, r
 		Plan:         use,
 		Backend:      key.backend,
 		ComputeTypes: map[string]int{},
+		WeightLayout: key.layout,
+	}
+	if li := mdl.Layout(); li.Matrices > 0 {
+		info.RepackedMatrix = li.Matrices
+		info.RepackMS = ms(li.Duration)
 	}
 	for i := range f.Tensors {
 		info.NParams += f.Tensors[i].NumElements()

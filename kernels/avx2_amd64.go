@@ -47,10 +47,12 @@ func avx2TileTable() map[Type]DotTileFunc {
 		F32:  tileFromDot(dotF32Fast),
 		F16:  tileFromDot(dotF16Fast),
 		BF16: tileFromDot(dotBF16Fast),
-		Q8_0: quantTile(qk8_0, blockQ8_0Size, blockQ8_0Size, "Q8_0", dotQ8_0AVX2, dotQ8_0RowsAVX2, dotQ8_0Tok4AVX2),
+		// Matrices of these three types are repacked to LayoutX8 for
+		// speed (avx2X8Tiles); in the file's layout they loop over dots.
+		Q8_0: tileFromDot(dotQ8_0Fast),
+		Q4_K: tileFromDot(dotQ4_KFast),
+		Q6_K: tileFromDot(dotQ6_KFast),
 		Q5_0: quantTile(qk5_0, blockQ5_0Size, blockQ8_0Size, "Q5_0", dotQ5_0AVX2, dotQ5_0RowsAVX2, nil),
-		Q4_K: quantTile(QK_K, blockQ4_KSize, blockQ8_KSize, "Q4_K", dotQ4KQ8KAVX2, dotQ4KQ8KRowsAVX2, dotQ4KQ8KTok4AVX2),
-		Q6_K: quantTile(QK_K, blockQ6_KSize, blockQ8_KSize, "Q6_K", dotQ6KQ8KAVX2, dotQ6KQ8KRowsAVX2, dotQ6KQ8KTok4AVX2),
 	}
 }
 
@@ -96,6 +98,76 @@ func quantTile(bs, wSize, aSize int, what string,
 			}
 		}
 	}
+}
+
+// avx2X8Tiles are the AVX2 kernels of matrices in LayoutX8, by weight type.
+var avx2X8Tiles = avx2X8TileTable()
+
+func avx2X8TileTable() map[Type]X8TileFunc {
+	if !HasAVX2 {
+		return nil
+	}
+	return map[Type]X8TileFunc{
+		Q8_0: x8Tile(Q8_0, x8Q8_0RowsAVX2, [4]x8TokFunc{x8Q8_0Tok1AVX2, x8Q8_0Tok2AVX2, x8Q8_0Tok3AVX2, x8Q8_0Tok4AVX2}),
+		Q4_K: x8Tile(Q4_K, x8Q4KRowsAVX2, [4]x8TokFunc{x8Q4KTok1AVX2, x8Q4KTok2AVX2, x8Q4KTok3AVX2, x8Q4KTok4AVX2}),
+		Q6_K: x8Tile(Q6_K, x8Q6KRowsAVX2, [4]x8TokFunc{x8Q6KTok1AVX2, x8Q6KTok2AVX2, x8Q6KTok3AVX2, x8Q6KTok4AVX2}),
+	}
+}
+
+type x8TokFunc func(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Tile builds the X8TileFunc of a type from its assembly kernels: one
+// token runs the many-groups kernel; several run, group by group (its
+// weights stay in L1), the four-token kernel and one for the remaining
+// one to three tokens.
+func x8Tile(t Type, rows func(nb int, w *byte, nGroups int, a *byte, out *float32), tok [4]x8TokFunc) X8TileFunc {
+	ts := t.TypeSize()
+	return func(n int, w []byte, nGroups int, a []byte, aStride, nTok int, out []float32, outStride int) {
+		rb, err := t.RowSize(n)
+		if err != nil {
+			panic("kernels: x8 tile: " + err.Error())
+		}
+		ab, _ := formats[t].VecDotType.RowSize(n)
+		checkX8Tile(rb, w, nGroups, ab, a, aStride, nTok, out, outStride)
+		nb := n / t.BlockSize()
+		if nGroups == 0 || nTok == 0 || nb == 0 {
+			return
+		}
+		if nTok == 1 {
+			rows(nb, &w[0], nGroups, &a[0], &out[0])
+			return
+		}
+		gs := nb * 8 * ts
+		for g := 0; g < nGroups; g++ {
+			wg := &w[g*gs]
+			for k := 0; k < nTok; k += 4 {
+				m := min(4, nTok-k)
+				tok[m-1](nb, wg, &a[k*aStride], aStride, &out[k*outStride+8*g], outStride)
+			}
+		}
+	}
+}
+
+// avx2SwiGLU and avx2ExpSub are the vector parts of SwiGLU and Softmax
+// (nil without AVX2). Package-level variables, so that they are set before
+// any init function registers the backend.
+var (
+	avx2SwiGLU = ifAVX2(swigluFunc(func(out, gate, up []float32, n8 int) {
+		_, _, _ = out[8*n8-1], gate[8*n8-1], up[8*n8-1]
+		swigluAVX2(n8, &out[0], &gate[0], &up[0])
+	}))
+	avx2ExpSub = ifAVX2(expSubFunc(func(x []float32, n8 int, m float32) float64 {
+		_ = x[8*n8-1]
+		return expSubAVX2(n8, &x[0], m)
+	}))
+)
+
+func ifAVX2[F any](f F) F {
+	if !HasAVX2 {
+		var zero F
+		return zero
+	}
+	return f
 }
 
 func avx2ActivationTable() map[Type]QuantizeFunc {

@@ -7,4 +7,7 @@ var (
 	avx2Dots        map[Type]DotFunc
 	avx2Activations map[Type]QuantizeFunc
 	avx2Tiles       map[Type]DotTileFunc
+	avx2X8Tiles     map[Type]X8TileFunc
+	avx2SwiGLU      swigluFunc
+	avx2ExpSub      expSubFunc
 )

@@ -2,38 +2,86 @@
 
 package kernels
 
+// dotQ8_0AVX2 is the AVX2 twin of dotQ8_0Q8_0 over nb > 0 blocks.
+func dotQ8_0AVX2(nb int, w *byte, a *byte) float32
+
 // dotQ4KQ8KAVX2 is the AVX2 twin of dotQ4_KQ8_K over nb > 0 blocks.
 func dotQ4KQ8KAVX2(nb int, w *byte, a *byte) float32
-
-// dotQ4KQ8KRowsAVX2 sets out[r] = dotQ4_KQ8_K(row r) for nRows > 0 rows of nb > 0
-// blocks, row r at w + r*wStride, each against the same activation a.
-func dotQ4KQ8KRowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-
-// dotQ4KQ8KTok4AVX2 sets out[t*outStride] = dotQ4_KQ8_K(w, token t) for t < 4,
-// token t's activation at a + t*aStride; nb > 0 blocks.
-func dotQ4KQ8KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
 
 // dotQ6KQ8KAVX2 is the AVX2 twin of dotQ6_KQ8_K over nb > 0 blocks.
 func dotQ6KQ8KAVX2(nb int, w *byte, a *byte) float32
 
-// dotQ6KQ8KRowsAVX2 sets out[r] = dotQ6_KQ8_K(row r) for nRows > 0 rows of nb > 0
-// blocks, row r at w + r*wStride, each against the same activation a.
-func dotQ6KQ8KRowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
+// x8Q8_0RowsAVX2 sets out[8g + r] = dotQ8_0Q8_0(row r of group g, a) for
+// nGroups > 0 consecutive x8 row groups at w, nb > 0 block groups each.
+func x8Q8_0RowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
 
-// dotQ6KQ8KTok4AVX2 sets out[t*outStride] = dotQ6_KQ8_K(w, token t) for t < 4,
-// token t's activation at a + t*aStride; nb > 0 blocks.
-func dotQ6KQ8KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q8_0Tok1AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 1; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q8_0Tok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
 
-// dotQ8_0AVX2 is the AVX2 twin of dotQ8_0Q8_0 over nb > 0 blocks.
-func dotQ8_0AVX2(nb int, w *byte, a *byte) float32
+// x8Q8_0Tok2AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 2; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q8_0Tok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
 
-// dotQ8_0RowsAVX2 sets out[r] = dotQ8_0Q8_0(row r) for nRows > 0 rows of nb > 0
-// blocks, row r at w + r*wStride, each against the same activation a.
-func dotQ8_0RowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
+// x8Q8_0Tok3AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 3; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q8_0Tok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
 
-// dotQ8_0Tok4AVX2 sets out[t*outStride] = dotQ8_0Q8_0(w, token t) for t < 4,
-// token t's activation at a + t*aStride; nb > 0 blocks.
-func dotQ8_0Tok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q8_0Tok4AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 4; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q8_0Tok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q4KRowsAVX2 sets out[8g + r] = dotQ4_KQ8_K(row r of group g, a) for
+// nGroups > 0 consecutive x8 row groups at w, nb > 0 block groups each.
+func x8Q4KRowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
+
+// x8Q4KTok1AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 1; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q4KTok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q4KTok2AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 2; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q4KTok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q4KTok3AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 3; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q4KTok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q4KTok4AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 4; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q4KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q6KRowsAVX2 sets out[8g + r] = dotQ6_KQ8_K(row r of group g, a) for
+// nGroups > 0 consecutive x8 row groups at w, nb > 0 block groups each.
+func x8Q6KRowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
+
+// x8Q6KTok1AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 1; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q6KTok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q6KTok2AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 2; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q6KTok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q6KTok3AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 3; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q6KTok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+
+// x8Q6KTok4AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
+// eight rows r of the x8 row group at w and t < 4; token t's activation at
+// a + t*aStride; nb > 0 block groups.
+func x8Q6KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
 
 // dotQ5_0AVX2 is the AVX2 twin of dotQ5_0Q8_0 over nb > 0 blocks.
 func dotQ5_0AVX2(nb int, w *byte, a *byte) float32
@@ -62,3 +110,15 @@ func quantizeQ8_0ActAVX2(nb int, dst *byte, src *float32)
 
 // quantizeF16AVX2 converts 8*n8 > 0 floats to binary16 like FP32ToFP16 (VCVTPS2PH, NaN made 0x7e00|sign).
 func quantizeF16AVX2(n8 int, dst *byte, src *float32)
+
+// fmaAVX2 returns a*b+c rounded once (VFMADD231SS): the hardware that kernels.fma32 reproduces.
+func fmaAVX2(a float32, b float32, c float32) float32
+
+// swigluAVX2 sets out[i] = gate[i]/(1+expVec(0-gate[i]))*up[i] for i < 8*n8 (kernels.SwiGLU's vector part).
+// out may alias gate or up.
+func swigluAVX2(n8 int, out *float32, gate *float32, up *float32)
+
+// expSubAVX2 sets x[i] = expVec(x[i]-m) for i < 8*n8 and returns the float64 sum over the
+// groups of 8 of each group's float32 sum in kernels.hsum8's order, added in group order
+// (kernels.Softmax's vector part).
+func expSubAVX2(n8 int, x *float32, m float32) float64

@@ -230,8 +230,82 @@ DATA k_perm_bcast<>+112(SB)/8, $0x0000000300000003
 DATA k_perm_bcast<>+120(SB)/8, $0x0000000300000003
 GLOBL k_perm_bcast<>(SB), RODATA|NOPTR, $128
 
+DATA k_3f<>+0(SB)/8, $0x3f3f3f3f3f3f3f3f
+DATA k_3f<>+8(SB)/8, $0x3f3f3f3f3f3f3f3f
+DATA k_3f<>+16(SB)/8, $0x3f3f3f3f3f3f3f3f
+DATA k_3f<>+24(SB)/8, $0x3f3f3f3f3f3f3f3f
+GLOBL k_3f<>(SB), RODATA|NOPTR, $32
+
+DATA k_q4k_dup<>+0(SB)/8, $0x8001800180008000
+DATA k_q4k_dup<>+8(SB)/8, $0x8003800380028002
+DATA k_q4k_dup<>+16(SB)/8, $0x8001800180008000
+DATA k_q4k_dup<>+24(SB)/8, $0x8003800380028002
+DATA k_q4k_dup<>+32(SB)/8, $0x8005800580048004
+DATA k_q4k_dup<>+40(SB)/8, $0x8007800780068006
+DATA k_q4k_dup<>+48(SB)/8, $0x8005800580048004
+DATA k_q4k_dup<>+56(SB)/8, $0x8007800780068006
+DATA k_q4k_dup<>+64(SB)/8, $0x8009800980088008
+DATA k_q4k_dup<>+72(SB)/8, $0x800b800b800a800a
+DATA k_q4k_dup<>+80(SB)/8, $0x8009800980088008
+DATA k_q4k_dup<>+88(SB)/8, $0x800b800b800a800a
+DATA k_q4k_dup<>+96(SB)/8, $0x800d800d800c800c
+DATA k_q4k_dup<>+104(SB)/8, $0x800f800f800e800e
+DATA k_q4k_dup<>+112(SB)/8, $0x800d800d800c800c
+DATA k_q4k_dup<>+120(SB)/8, $0x800f800f800e800e
+GLOBL k_q4k_dup<>(SB), RODATA|NOPTR, $128
+
+DATA k_q6k_dupw<>+0(SB)/8, $0x0504050401000100
+DATA k_q6k_dupw<>+8(SB)/8, $0x0d0c0d0c09080908
+DATA k_q6k_dupw<>+16(SB)/8, $0x0504050401000100
+DATA k_q6k_dupw<>+24(SB)/8, $0x0d0c0d0c09080908
+DATA k_q6k_dupw<>+32(SB)/8, $0x0706070603020302
+DATA k_q6k_dupw<>+40(SB)/8, $0x0f0e0f0e0b0a0b0a
+DATA k_q6k_dupw<>+48(SB)/8, $0x0706070603020302
+DATA k_q6k_dupw<>+56(SB)/8, $0x0f0e0f0e0b0a0b0a
+GLOBL k_q6k_dupw<>(SB), RODATA|NOPTR, $64
+
+// func dotQ8_0AVX2(nb int, w *byte, a *byte) float32
+// Requires: AVX, AVX2, F16C, FMA3, SSE
+TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-28
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	VMOVDQU k_ones16<>+0(SB), Y0
+	VXORPS  X1, X1, X1
+
+dotQ8_0AVX2_loop:
+	MOVWLZX      (CX), BX
+	MOVWLZX      (DX), SI
+	SHLL         $0x10, SI
+	ORL          SI, BX
+	VMOVD        BX, X2
+	VCVTPH2PS    X2, X2
+	VMOVSHDUP    X2, X3
+	VMULSS       X3, X2, X2
+	VMOVDQU      2(CX), Y3
+	VMOVDQU      2(DX), Y4
+	VPSIGNB      Y3, Y4, Y4
+	VPABSB       Y3, Y3
+	VPMADDUBSW   Y4, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X4
+	VPADDD       X3, X4, X4
+	VPSHUFD      $0x4e, X4, X3
+	VPADDD       X3, X4, X4
+	VPSHUFD      $0xb1, X4, X3
+	VPADDD       X3, X4, X4
+	VCVTDQ2PS    X4, X4
+	VFMADD231SS  X4, X2, X1
+	ADDQ         $0x00000022, CX
+	ADDQ         $0x00000022, DX
+	DECQ         AX
+	JNZ          dotQ8_0AVX2_loop
+	VZEROUPPER
+	MOVSS        X1, ret+24(FP)
+	RET
+
 // func dotQ4KQ8KAVX2(nb int, w *byte, a *byte) float32
-// Requires: AVX, AVX2, F16C, SSE
+// Requires: AVX, AVX2, F16C, FMA3, SSE
 TEXT ·dotQ4KQ8KAVX2(SB), NOSPLIT, $0-28
 	MOVQ    nb+0(FP), AX
 	MOVQ    w+8(FP), CX
@@ -241,8 +315,7 @@ TEXT ·dotQ4KQ8KAVX2(SB), NOSPLIT, $0-28
 	MOVQ    $0x3f3f3f3f3f3f3f3f, BX
 	MOVQ    $0x0f0f0f0f0f0f0f0f, SI
 	MOVQ    $0x0303030303030303, DI
-	VXORPS  Y2, Y2, Y2
-	VXORPS  Y3, Y3, Y3
+	VXORPS  X2, X2, X2
 
 dotQ4KQ8KAVX2_loop:
 	MOVQ         4(CX), R8
@@ -259,539 +332,95 @@ dotQ4KQ8KAVX2_loop:
 	ORQ          R9, R8
 	ANDQ         SI, R8
 	ORQ          R11, R8
-	VMOVQ        R10, X5
-	VMOVQ        R8, X4
-	VPUNPCKLQDQ  X4, X5, X5
-	VINSERTI128  $0x01, X5, Y5, Y4
-	VPBROADCASTD (CX), Y6
-	VCVTPH2PS    X6, Y6
-	VBROADCASTSS (DX), Y7
-	VMULPS       Y7, Y6, Y6
-	VMOVSLDUP    Y6, Y7
-	VPSHUFB      Y1, Y4, Y8
-	VPMADDWD     260(DX), Y8, Y8
-	VPSLLQ       $0x20, Y8, Y9
-	VPADDD       Y9, Y8, Y8
-	VCVTDQ2PS    Y8, Y8
-	VMULPS       Y6, Y8, Y8
-	VSUBPS       Y8, Y3, Y3
+	VMOVQ        R10, X4
+	VMOVQ        R8, X3
+	VPUNPCKLQDQ  X3, X4, X4
+	VINSERTI128  $0x01, X4, Y4, Y3
+	VPBROADCASTD (CX), X4
+	VCVTPH2PS    X4, X4
+	VBROADCASTSS (DX), X5
+	VMULPS       X5, X4, X4
+	VPSHUFB      Y1, Y3, Y5
+	VPMADDWD     260(DX), Y5, Y5
 	VMOVDQU      16(CX), Y6
-	VPSRLW       $0x04, Y6, Y8
+	VPSRLW       $0x04, Y6, Y7
 	VPAND        Y0, Y6, Y6
-	VPAND        Y0, Y8, Y8
+	VPAND        Y0, Y7, Y7
 	VPMADDUBSW   4(DX), Y6, Y6
-	VPMADDUBSW   36(DX), Y8, Y8
-	VPSHUFB      k_q4k_scale<>+0(SB), Y4, Y9
-	VPMADDWD     Y9, Y6, Y6
-	VPSHUFB      k_q4k_scale<>+32(SB), Y4, Y9
+	VPMADDUBSW   36(DX), Y7, Y7
+	VPSHUFB      k_q4k_scale<>+0(SB), Y3, Y8
+	VPMADDWD     Y8, Y6, Y6
+	VPSHUFB      k_q4k_scale<>+32(SB), Y3, Y8
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y6, Y7, Y6
+	VMOVDQU      48(CX), Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y0, Y7, Y7
+	VPAND        Y0, Y8, Y8
+	VPMADDUBSW   68(DX), Y7, Y7
+	VPMADDUBSW   100(DX), Y8, Y8
+	VPSHUFB      k_q4k_scale<>+64(SB), Y3, Y9
+	VPMADDWD     Y9, Y7, Y7
+	VPSHUFB      k_q4k_scale<>+96(SB), Y3, Y9
 	VPMADDWD     Y9, Y8, Y8
-	VPADDD       Y6, Y8, Y6
-	VMOVDQU      48(CX), Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y0, Y8, Y8
-	VPAND        Y0, Y9, Y9
-	VPMADDUBSW   68(DX), Y8, Y8
-	VPMADDUBSW   100(DX), Y9, Y9
-	VPSHUFB      k_q4k_scale<>+64(SB), Y4, Y10
-	VPMADDWD     Y10, Y8, Y8
-	VPSHUFB      k_q4k_scale<>+96(SB), Y4, Y10
-	VPMADDWD     Y10, Y9, Y9
+	VPADDD       Y7, Y6, Y6
 	VPADDD       Y8, Y6, Y6
-	VPADDD       Y9, Y6, Y6
-	VMOVDQU      80(CX), Y8
-	VPSRLW       $0x04, Y8, Y9
+	VMOVDQU      80(CX), Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y0, Y7, Y7
 	VPAND        Y0, Y8, Y8
-	VPAND        Y0, Y9, Y9
-	VPMADDUBSW   132(DX), Y8, Y8
-	VPMADDUBSW   164(DX), Y9, Y9
-	VPSHUFB      k_q4k_scale<>+128(SB), Y4, Y10
-	VPMADDWD     Y10, Y8, Y8
-	VPSHUFB      k_q4k_scale<>+160(SB), Y4, Y10
-	VPMADDWD     Y10, Y9, Y9
+	VPMADDUBSW   132(DX), Y7, Y7
+	VPMADDUBSW   164(DX), Y8, Y8
+	VPSHUFB      k_q4k_scale<>+128(SB), Y3, Y9
+	VPMADDWD     Y9, Y7, Y7
+	VPSHUFB      k_q4k_scale<>+160(SB), Y3, Y9
+	VPMADDWD     Y9, Y8, Y8
+	VPADDD       Y7, Y6, Y6
 	VPADDD       Y8, Y6, Y6
-	VPADDD       Y9, Y6, Y6
-	VMOVDQU      112(CX), Y8
-	VPSRLW       $0x04, Y8, Y9
+	VMOVDQU      112(CX), Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y0, Y7, Y7
 	VPAND        Y0, Y8, Y8
-	VPAND        Y0, Y9, Y9
-	VPMADDUBSW   196(DX), Y8, Y8
-	VPMADDUBSW   228(DX), Y9, Y9
-	VPSHUFB      k_q4k_scale<>+192(SB), Y4, Y10
-	VPMADDWD     Y10, Y8, Y8
-	VPSHUFB      k_q4k_scale<>+224(SB), Y4, Y4
-	VPMADDWD     Y4, Y9, Y9
+	VPMADDUBSW   196(DX), Y7, Y7
+	VPMADDUBSW   228(DX), Y8, Y8
+	VPSHUFB      k_q4k_scale<>+192(SB), Y3, Y9
+	VPMADDWD     Y9, Y7, Y7
+	VPSHUFB      k_q4k_scale<>+224(SB), Y3, Y3
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y7, Y6, Y6
 	VPADDD       Y8, Y6, Y6
-	VPADDD       Y9, Y6, Y6
-	VCVTDQ2PS    Y6, Y6
-	VMULPS       Y7, Y6, Y6
-	VADDPS       Y6, Y2, Y2
+	VEXTRACTI128 $0x01, Y6, X3
+	VPADDD       X6, X3, X3
+	VEXTRACTI128 $0x01, Y5, X6
+	VPADDD       X5, X6, X6
+	VPHADDD      X6, X3, X3
+	VPHADDD      X3, X3, X3
+	VCVTDQ2PS    X3, X3
+	VFMADD231PS  X3, X4, X2
 	ADDQ         $0x00000090, CX
 	ADDQ         $0x00000124, DX
 	DECQ         AX
 	JNZ          dotQ4KQ8KAVX2_loop
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X0, X2, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VMOVSHDUP    X0, X1
-	VADDSS       X1, X0, X0
-	VEXTRACTF128 $0x01, Y3, X1
-	VADDPS       X1, X3, X1
-	VMOVHLPS     X1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSHDUP    X1, X1
-	VADDSS       X1, X0, X0
+	VMOVSHDUP    X2, X0
+	VSUBSS       X0, X2, X2
 	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
-	RET
-
-// func dotQ4KQ8KRowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C, MMX+
-TEXT ·dotQ4KQ8KRowsAVX2(SB), NOSPLIT, $0-48
-	MOVQ    w+8(FP), AX
-	MOVQ    out+32(FP), CX
-	VMOVDQU k_m4<>+0(SB), Y0
-	VMOVDQU k_q4k_mins<>+0(SB), Y1
-	MOVQ    $0x3f3f3f3f3f3f3f3f, DX
-	MOVQ    $0x0f0f0f0f0f0f0f0f, BX
-	MOVQ    $0x0303030303030303, SI
-
-dotQ4KQ8KRowsAVX2_row:
-	MOVQ   AX, DI
-	MOVQ   a+24(FP), R8
-	MOVQ   nb+0(FP), R9
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-dotQ4KQ8KRowsAVX2_loop:
-	PREFETCHT0   2048(DI)
-	PREFETCHT0   2112(DI)
-	PREFETCHT0   2176(DI)
-	MOVQ         4(DI), R10
-	MOVL         12(DI), R11
-	MOVQ         R10, R12
-	ANDQ         DX, R12
-	MOVQ         R10, R13
-	SHRQ         $0x06, R13
-	ANDQ         SI, R13
-	SHLQ         $0x04, R13
-	MOVQ         R11, R10
-	SHRQ         $0x04, R10
-	SHLQ         $0x20, R10
-	ORQ          R11, R10
-	ANDQ         BX, R10
-	ORQ          R13, R10
-	VMOVQ        R12, X5
-	VMOVQ        R10, X4
-	VPUNPCKLQDQ  X4, X5, X5
-	VINSERTI128  $0x01, X5, Y5, Y4
-	VPBROADCASTD (DI), Y6
-	VCVTPH2PS    X6, Y6
-	VBROADCASTSS (R8), Y7
-	VMULPS       Y7, Y6, Y6
-	VMOVSLDUP    Y6, Y7
-	VPSHUFB      Y1, Y4, Y8
-	VPMADDWD     260(R8), Y8, Y8
-	VPSLLQ       $0x20, Y8, Y9
-	VPADDD       Y9, Y8, Y8
-	VCVTDQ2PS    Y8, Y8
-	VMULPS       Y6, Y8, Y8
-	VSUBPS       Y8, Y3, Y3
-	VMOVDQU      16(DI), Y6
-	VPSRLW       $0x04, Y6, Y8
-	VPAND        Y0, Y6, Y6
-	VPAND        Y0, Y8, Y8
-	VPMADDUBSW   4(R8), Y6, Y6
-	VPMADDUBSW   36(R8), Y8, Y8
-	VPSHUFB      k_q4k_scale<>+0(SB), Y4, Y9
-	VPMADDWD     Y9, Y6, Y6
-	VPSHUFB      k_q4k_scale<>+32(SB), Y4, Y9
-	VPMADDWD     Y9, Y8, Y8
-	VPADDD       Y6, Y8, Y6
-	VMOVDQU      48(DI), Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y0, Y8, Y8
-	VPAND        Y0, Y9, Y9
-	VPMADDUBSW   68(R8), Y8, Y8
-	VPMADDUBSW   100(R8), Y9, Y9
-	VPSHUFB      k_q4k_scale<>+64(SB), Y4, Y10
-	VPMADDWD     Y10, Y8, Y8
-	VPSHUFB      k_q4k_scale<>+96(SB), Y4, Y10
-	VPMADDWD     Y10, Y9, Y9
-	VPADDD       Y8, Y6, Y6
-	VPADDD       Y9, Y6, Y6
-	VMOVDQU      80(DI), Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y0, Y8, Y8
-	VPAND        Y0, Y9, Y9
-	VPMADDUBSW   132(R8), Y8, Y8
-	VPMADDUBSW   164(R8), Y9, Y9
-	VPSHUFB      k_q4k_scale<>+128(SB), Y4, Y10
-	VPMADDWD     Y10, Y8, Y8
-	VPSHUFB      k_q4k_scale<>+160(SB), Y4, Y10
-	VPMADDWD     Y10, Y9, Y9
-	VPADDD       Y8, Y6, Y6
-	VPADDD       Y9, Y6, Y6
-	VMOVDQU      112(DI), Y8
-	VPSRLW       $0x04, Y8, Y9
-	VPAND        Y0, Y8, Y8
-	VPAND        Y0, Y9, Y9
-	VPMADDUBSW   196(R8), Y8, Y8
-	VPMADDUBSW   228(R8), Y9, Y9
-	VPSHUFB      k_q4k_scale<>+192(SB), Y4, Y10
-	VPMADDWD     Y10, Y8, Y8
-	VPSHUFB      k_q4k_scale<>+224(SB), Y4, Y4
-	VPMADDWD     Y4, Y9, Y9
-	VPADDD       Y8, Y6, Y6
-	VPADDD       Y9, Y6, Y6
-	VCVTDQ2PS    Y6, Y6
-	VMULPS       Y7, Y6, Y6
-	VADDPS       Y6, Y2, Y2
-	ADDQ         $0x00000090, DI
-	ADDQ         $0x00000124, R8
-	DECQ         R9
-	JNZ          dotQ4KQ8KRowsAVX2_loop
-	VEXTRACTF128 $0x01, Y2, X4
-	VADDPS       X4, X2, X2
-	VMOVHLPS     X2, X2, X4
-	VADDPS       X4, X2, X2
-	VMOVSHDUP    X2, X4
-	VADDSS       X4, X2, X2
-	VEXTRACTF128 $0x01, Y3, X4
-	VADDPS       X4, X3, X3
-	VMOVHLPS     X3, X3, X4
-	VADDPS       X4, X3, X3
-	VMOVSHDUP    X3, X3
-	VADDSS       X3, X2, X2
-	VMOVSS       X2, (CX)
-	ADDQ         wStride+16(FP), AX
-	ADDQ         $0x04, CX
-	DECQ         nRows+40(FP)
-	JNZ          dotQ4KQ8KRowsAVX2_row
-	VZEROUPPER
-	RET
-
-// func dotQ4KQ8KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
-// Requires: AVX, AVX2, F16C
-TEXT ·dotQ4KQ8KTok4AVX2(SB), NOSPLIT, $256-48
-	MOVQ    nb+0(FP), AX
-	MOVQ    w+8(FP), CX
-	MOVQ    a+16(FP), DX
-	MOVQ    aStride+24(FP), BX
-	LEAQ    (BX)(BX*2), SI
-	VMOVDQU k_m4<>+0(SB), Y0
-	VMOVDQU k_q4k_mins<>+0(SB), Y1
-	MOVQ    $0x3f3f3f3f3f3f3f3f, DI
-	MOVQ    $0x0f0f0f0f0f0f0f0f, R8
-	MOVQ    $0x0303030303030303, R9
-	VXORPS  Y2, Y2, Y2
-	VMOVUPS Y2, (SP)
-	VMOVUPS Y2, 32(SP)
-	VMOVUPS Y2, 64(SP)
-	VMOVUPS Y2, 96(SP)
-	VMOVUPS Y2, 128(SP)
-	VMOVUPS Y2, 160(SP)
-	VMOVUPS Y2, 192(SP)
-	VMOVUPS Y2, 224(SP)
-
-dotQ4KQ8KTok4AVX2_loop:
-	MOVQ         4(CX), R10
-	MOVL         12(CX), R11
-	MOVQ         R10, R12
-	ANDQ         DI, R12
-	MOVQ         R10, R13
-	SHRQ         $0x06, R13
-	ANDQ         R9, R13
-	SHLQ         $0x04, R13
-	MOVQ         R11, R10
-	SHRQ         $0x04, R10
-	SHLQ         $0x20, R10
-	ORQ          R11, R10
-	ANDQ         R8, R10
-	ORQ          R13, R10
-	VMOVQ        R12, X3
-	VMOVQ        R10, X2
-	VPUNPCKLQDQ  X2, X3, X3
-	VINSERTI128  $0x01, X3, Y3, Y2
-	VPBROADCASTD (CX), Y4
-	VCVTPH2PS    X4, Y4
-	VPSHUFB      Y1, Y2, Y5
-	VBROADCASTSS (DX), Y6
-	VMULPS       Y4, Y6, Y6
-	VPMADDWD     260(DX), Y5, Y7
-	VPSLLQ       $0x20, Y7, Y8
-	VPADDD       Y8, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VMOVUPS      32(SP), Y6
-	VSUBPS       Y7, Y6, Y6
-	VMOVUPS      Y6, 32(SP)
-	VBROADCASTSS (DX)(BX*1), Y6
-	VMULPS       Y4, Y6, Y6
-	VPMADDWD     260(DX)(BX*1), Y5, Y7
-	VPSLLQ       $0x20, Y7, Y8
-	VPADDD       Y8, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VMOVUPS      96(SP), Y6
-	VSUBPS       Y7, Y6, Y6
-	VMOVUPS      Y6, 96(SP)
-	VBROADCASTSS (DX)(BX*2), Y6
-	VMULPS       Y4, Y6, Y6
-	VPMADDWD     260(DX)(BX*2), Y5, Y7
-	VPSLLQ       $0x20, Y7, Y8
-	VPADDD       Y8, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VMOVUPS      160(SP), Y6
-	VSUBPS       Y7, Y6, Y6
-	VMOVUPS      Y6, 160(SP)
-	VBROADCASTSS (DX)(SI*1), Y6
-	VMULPS       Y4, Y6, Y6
-	VPMADDWD     260(DX)(SI*1), Y5, Y5
-	VPSLLQ       $0x20, Y5, Y7
-	VPADDD       Y7, Y5, Y5
-	VCVTDQ2PS    Y5, Y5
-	VMULPS       Y6, Y5, Y5
-	VMOVUPS      224(SP), Y6
-	VSUBPS       Y5, Y6, Y6
-	VMOVUPS      Y6, 224(SP)
-	VMOVDQU      16(CX), Y5
-	VPSRLW       $0x04, Y5, Y6
-	VPAND        Y0, Y5, Y5
-	VPAND        Y0, Y6, Y6
-	VPSHUFB      k_q4k_scale<>+0(SB), Y2, Y7
-	VPSHUFB      k_q4k_scale<>+32(SB), Y2, Y8
-	VPMADDUBSW   4(DX), Y5, Y9
-	VPMADDUBSW   36(DX), Y6, Y10
-	VPMADDWD     Y7, Y9, Y9
-	VPMADDWD     Y8, Y10, Y10
-	VPADDD       Y9, Y10, Y9
-	VPMADDUBSW   4(DX)(BX*1), Y5, Y10
-	VPMADDUBSW   36(DX)(BX*1), Y6, Y11
-	VPMADDWD     Y7, Y10, Y10
-	VPMADDWD     Y8, Y11, Y11
-	VPADDD       Y10, Y11, Y10
-	VPMADDUBSW   4(DX)(BX*2), Y5, Y11
-	VPMADDUBSW   36(DX)(BX*2), Y6, Y12
-	VPMADDWD     Y7, Y11, Y11
-	VPMADDWD     Y8, Y12, Y12
-	VPADDD       Y11, Y12, Y11
-	VPMADDUBSW   4(DX)(SI*1), Y5, Y5
-	VPMADDUBSW   36(DX)(SI*1), Y6, Y6
-	VPMADDWD     Y7, Y5, Y5
-	VPMADDWD     Y8, Y6, Y6
-	VPADDD       Y5, Y6, Y5
-	VMOVDQU      48(CX), Y6
-	VPSRLW       $0x04, Y6, Y7
-	VPAND        Y0, Y6, Y6
-	VPAND        Y0, Y7, Y7
-	VPSHUFB      k_q4k_scale<>+64(SB), Y2, Y8
-	VPSHUFB      k_q4k_scale<>+96(SB), Y2, Y12
-	VPMADDUBSW   68(DX), Y6, Y13
-	VPMADDUBSW   100(DX), Y7, Y14
-	VPMADDWD     Y8, Y13, Y13
-	VPMADDWD     Y12, Y14, Y14
-	VPADDD       Y13, Y9, Y9
-	VPADDD       Y14, Y9, Y9
-	VPMADDUBSW   68(DX)(BX*1), Y6, Y13
-	VPMADDUBSW   100(DX)(BX*1), Y7, Y14
-	VPMADDWD     Y8, Y13, Y13
-	VPMADDWD     Y12, Y14, Y14
-	VPADDD       Y13, Y10, Y10
-	VPADDD       Y14, Y10, Y10
-	VPMADDUBSW   68(DX)(BX*2), Y6, Y13
-	VPMADDUBSW   100(DX)(BX*2), Y7, Y14
-	VPMADDWD     Y8, Y13, Y13
-	VPMADDWD     Y12, Y14, Y14
-	VPADDD       Y13, Y11, Y11
-	VPADDD       Y14, Y11, Y11
-	VPMADDUBSW   68(DX)(SI*1), Y6, Y6
-	VPMADDUBSW   100(DX)(SI*1), Y7, Y7
-	VPMADDWD     Y8, Y6, Y6
-	VPMADDWD     Y12, Y7, Y7
-	VPADDD       Y6, Y5, Y5
-	VPADDD       Y7, Y5, Y5
-	VMOVDQU      80(CX), Y6
-	VPSRLW       $0x04, Y6, Y7
-	VPAND        Y0, Y6, Y6
-	VPAND        Y0, Y7, Y7
-	VPSHUFB      k_q4k_scale<>+128(SB), Y2, Y8
-	VPSHUFB      k_q4k_scale<>+160(SB), Y2, Y12
-	VPMADDUBSW   132(DX), Y6, Y13
-	VPMADDUBSW   164(DX), Y7, Y14
-	VPMADDWD     Y8, Y13, Y13
-	VPMADDWD     Y12, Y14, Y14
-	VPADDD       Y13, Y9, Y9
-	VPADDD       Y14, Y9, Y9
-	VPMADDUBSW   132(DX)(BX*1), Y6, Y13
-	VPMADDUBSW   164(DX)(BX*1), Y7, Y14
-	VPMADDWD     Y8, Y13, Y13
-	VPMADDWD     Y12, Y14, Y14
-	VPADDD       Y13, Y10, Y10
-	VPADDD       Y14, Y10, Y10
-	VPMADDUBSW   132(DX)(BX*2), Y6, Y13
-	VPMADDUBSW   164(DX)(BX*2), Y7, Y14
-	VPMADDWD     Y8, Y13, Y13
-	VPMADDWD     Y12, Y14, Y14
-	VPADDD       Y13, Y11, Y11
-	VPADDD       Y14, Y11, Y11
-	VPMADDUBSW   132(DX)(SI*1), Y6, Y6
-	VPMADDUBSW   164(DX)(SI*1), Y7, Y7
-	VPMADDWD     Y8, Y6, Y6
-	VPMADDWD     Y12, Y7, Y7
-	VPADDD       Y6, Y5, Y5
-	VPADDD       Y7, Y5, Y5
-	VMOVDQU      112(CX), Y6
-	VPSRLW       $0x04, Y6, Y7
-	VPAND        Y0, Y6, Y6
-	VPAND        Y0, Y7, Y7
-	VPSHUFB      k_q4k_scale<>+192(SB), Y2, Y8
-	VPSHUFB      k_q4k_scale<>+224(SB), Y2, Y2
-	VPMADDUBSW   196(DX), Y6, Y12
-	VPMADDUBSW   228(DX), Y7, Y13
-	VPMADDWD     Y8, Y12, Y12
-	VPMADDWD     Y2, Y13, Y13
-	VPADDD       Y12, Y9, Y9
-	VPADDD       Y13, Y9, Y9
-	VPMADDUBSW   196(DX)(BX*1), Y6, Y12
-	VPMADDUBSW   228(DX)(BX*1), Y7, Y13
-	VPMADDWD     Y8, Y12, Y12
-	VPMADDWD     Y2, Y13, Y13
-	VPADDD       Y12, Y10, Y10
-	VPADDD       Y13, Y10, Y10
-	VPMADDUBSW   196(DX)(BX*2), Y6, Y12
-	VPMADDUBSW   228(DX)(BX*2), Y7, Y13
-	VPMADDWD     Y8, Y12, Y12
-	VPMADDWD     Y2, Y13, Y13
-	VPADDD       Y12, Y11, Y11
-	VPADDD       Y13, Y11, Y11
-	VPMADDUBSW   196(DX)(SI*1), Y6, Y6
-	VPMADDUBSW   228(DX)(SI*1), Y7, Y7
-	VPMADDWD     Y8, Y6, Y6
-	VPMADDWD     Y2, Y7, Y7
-	VPADDD       Y6, Y5, Y5
-	VPADDD       Y7, Y5, Y5
-	VBROADCASTSS (DX), Y2
-	VMULPS       Y4, Y2, Y2
-	VMOVSLDUP    Y2, Y2
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       Y2, Y9, Y9
-	VMOVUPS      (SP), Y2
-	VADDPS       Y9, Y2, Y2
-	VMOVUPS      Y2, (SP)
-	VBROADCASTSS (DX)(BX*1), Y2
-	VMULPS       Y4, Y2, Y2
-	VMOVSLDUP    Y2, Y2
-	VCVTDQ2PS    Y10, Y10
-	VMULPS       Y2, Y10, Y10
-	VMOVUPS      64(SP), Y2
-	VADDPS       Y10, Y2, Y2
-	VMOVUPS      Y2, 64(SP)
-	VBROADCASTSS (DX)(BX*2), Y2
-	VMULPS       Y4, Y2, Y2
-	VMOVSLDUP    Y2, Y2
-	VCVTDQ2PS    Y11, Y11
-	VMULPS       Y2, Y11, Y11
-	VMOVUPS      128(SP), Y2
-	VADDPS       Y11, Y2, Y2
-	VMOVUPS      Y2, 128(SP)
-	VBROADCASTSS (DX)(SI*1), Y2
-	VMULPS       Y4, Y2, Y2
-	VMOVSLDUP    Y2, Y2
-	VCVTDQ2PS    Y5, Y5
-	VMULPS       Y2, Y5, Y5
-	VMOVUPS      192(SP), Y2
-	VADDPS       Y5, Y2, Y2
-	VMOVUPS      Y2, 192(SP)
-	ADDQ         $0x00000090, CX
-	ADDQ         $0x00000124, DX
-	DECQ         AX
-	JNZ          dotQ4KQ8KTok4AVX2_loop
-	VMOVUPS      (SP), Y0
-	VMOVUPS      32(SP), Y1
-	VEXTRACTF128 $0x01, Y0, X2
-	VADDPS       X2, X0, X0
-	VMOVHLPS     X0, X0, X2
-	VADDPS       X2, X0, X0
-	VMOVSHDUP    X0, X2
-	VADDSS       X2, X0, X0
-	VEXTRACTF128 $0x01, Y1, X2
-	VADDPS       X2, X1, X1
-	VMOVHLPS     X1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSHDUP    X1, X1
-	VADDSS       X1, X0, X0
-	VMOVUPS      64(SP), Y1
-	VMOVUPS      96(SP), Y2
-	VEXTRACTF128 $0x01, Y1, X3
-	VADDPS       X3, X1, X1
-	VMOVHLPS     X1, X1, X3
-	VADDPS       X3, X1, X1
-	VMOVSHDUP    X1, X3
-	VADDSS       X3, X1, X1
-	VEXTRACTF128 $0x01, Y2, X3
-	VADDPS       X3, X2, X2
-	VMOVHLPS     X2, X2, X3
-	VADDPS       X3, X2, X2
-	VMOVSHDUP    X2, X2
-	VADDSS       X2, X1, X1
-	VMOVUPS      128(SP), Y2
-	VMOVUPS      160(SP), Y3
-	VEXTRACTF128 $0x01, Y2, X4
-	VADDPS       X4, X2, X2
-	VMOVHLPS     X2, X2, X4
-	VADDPS       X4, X2, X2
-	VMOVSHDUP    X2, X4
-	VADDSS       X4, X2, X2
-	VEXTRACTF128 $0x01, Y3, X4
-	VADDPS       X4, X3, X3
-	VMOVHLPS     X3, X3, X4
-	VADDPS       X4, X3, X3
-	VMOVSHDUP    X3, X3
-	VADDSS       X3, X2, X2
-	VMOVUPS      192(SP), Y3
-	VMOVUPS      224(SP), Y4
-	VEXTRACTF128 $0x01, Y3, X5
-	VADDPS       X5, X3, X3
-	VMOVHLPS     X3, X3, X5
-	VADDPS       X5, X3, X3
-	VMOVSHDUP    X3, X5
-	VADDSS       X5, X3, X3
-	VEXTRACTF128 $0x01, Y4, X5
-	VADDPS       X5, X4, X4
-	VMOVHLPS     X4, X4, X5
-	VADDPS       X5, X4, X4
-	VMOVSHDUP    X4, X4
-	VADDSS       X4, X3, X3
-	MOVQ         out+32(FP), AX
-	MOVQ         outStride+40(FP), CX
-	SHLQ         $0x02, CX
-	VMOVSS       X0, (AX)
-	ADDQ         CX, AX
-	VMOVSS       X1, (AX)
-	ADDQ         CX, AX
-	VMOVSS       X2, (AX)
-	ADDQ         CX, AX
-	VMOVSS       X3, (AX)
-	VZEROUPPER
+	MOVSS        X2, ret+24(FP)
 	RET
 
 // func dotQ6KQ8KAVX2(nb int, w *byte, a *byte) float32
-// Requires: AVX, AVX2, F16C, SSE
+// Requires: AVX, AVX2, F16C, FMA3, SSE
 TEXT ·dotQ6KQ8KAVX2(SB), NOSPLIT, $0-28
 	MOVQ    nb+0(FP), AX
 	MOVQ    w+8(FP), CX
 	MOVQ    a+16(FP), DX
 	VMOVDQU k_m4<>+0(SB), Y0
-	VXORPS  Y1, Y1, Y1
+	VXORPS  X1, X1, X1
 
 dotQ6KQ8KAVX2_loop:
 	MOVWLZX      208(CX), BX
 	VMOVD        BX, X2
 	VCVTPH2PS    X2, X2
 	VMULSS       (DX), X2, X2
-	VBROADCASTSS X2, Y2
 	VMOVDQU      192(CX), X3
 	VPSHUFB      k_q6k_evenodd<>+0(SB), X3, X3
 	VPMOVSXBW    X3, Y3
@@ -870,678 +499,9018 @@ dotQ6KQ8KAVX2_loop:
 	VPSHUFB      k_q6k_scale<>+224(SB), Y3, Y3
 	VPMADDWD     Y3, Y5, Y5
 	VPADDD       Y5, Y4, Y4
-	VCVTDQ2PS    Y4, Y4
-	VMULPS       Y2, Y4, Y4
-	VADDPS       Y4, Y1, Y1
+	VEXTRACTI128 $0x01, Y4, X3
+	VPADDD       X4, X3, X3
+	VPSHUFD      $0x4e, X3, X4
+	VPADDD       X4, X3, X3
+	VPSHUFD      $0xb1, X3, X4
+	VPADDD       X4, X3, X3
+	VCVTDQ2PS    X3, X3
+	VFMADD231SS  X3, X2, X1
 	ADDQ         $0x000000d2, CX
 	ADDQ         $0x00000124, DX
 	DECQ         AX
 	JNZ          dotQ6KQ8KAVX2_loop
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X0, X1, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VMOVSHDUP    X0, X1
-	VADDSS       X1, X0, X0
 	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
+	MOVSS        X1, ret+24(FP)
 	RET
 
-// func dotQ6KQ8KRowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C, MMX+
-TEXT ·dotQ6KQ8KRowsAVX2(SB), NOSPLIT, $0-48
-	MOVQ    w+8(FP), AX
-	MOVQ    out+32(FP), CX
-	VMOVDQU k_m4<>+0(SB), Y0
+// func x8Q8_0RowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·x8Q8_0RowsAVX2(SB), NOSPLIT, $0-40
+	MOVQ w+8(FP), AX
+	MOVQ out+32(FP), CX
 
-dotQ6KQ8KRowsAVX2_row:
-	MOVQ   AX, DX
-	MOVQ   a+24(FP), BX
-	MOVQ   nb+0(FP), SI
+x8Q8_0RowsAVX2_group:
+	MOVQ   a+24(FP), DX
+	MOVQ   nb+0(FP), BX
+	VXORPS Y0, Y0, Y0
+
+x8Q8_0RowsAVX2_loop:
+	PREFETCHT0   2048(AX)
+	PREFETCHT0   2112(AX)
+	PREFETCHT0   2176(AX)
+	PREFETCHT0   2240(AX)
+	PREFETCHT0   2304(AX)
+	VCVTPH2PS    (AX), Y1
+	VMOVDQU      16(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 2(DX), Y4
+	VPSIGNB      Y2, Y4, Y4
+	VPMADDUBSW   Y4, Y3, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VMOVDQU      48(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 6(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      80(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 10(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      112(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 14(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      144(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 18(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      176(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 22(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      208(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 26(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      240(AX), Y2
+	VPABSB       Y2, Y3
+	VPBROADCASTD 30(DX), Y5
+	VPSIGNB      Y2, Y5, Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPBROADCASTW (DX), X2
+	VCVTPH2PS    X2, Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y4, Y4
+	VFMADD231PS  Y4, Y2, Y0
+	ADDQ         $0x00000110, AX
+	ADDQ         $0x00000022, DX
+	DECQ         BX
+	JNZ          x8Q8_0RowsAVX2_loop
+	VMOVUPS      Y0, (CX)
+	ADDQ         $0x20, CX
+	DECQ         nGroups+16(FP)
+	JNZ          x8Q8_0RowsAVX2_group
+	VZEROUPPER
+	RET
+
+// func x8Q8_0Tok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q8_0Tok1AVX2(SB), NOSPLIT, $32-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), BX
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+
+x8Q8_0Tok1AVX2_loop:
+	VCVTPH2PS    (CX), Y0
+	VMOVDQU      16(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 2(DX), Y3
+	VPSIGNB      Y1, Y3, Y3
+	VPMADDUBSW   Y3, Y2, Y3
+	VPMADDWD     k_ones16<>+0(SB), Y3, Y3
+	VMOVDQU      48(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 6(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      80(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 10(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      112(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 14(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      144(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 18(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      176(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 22(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      208(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 26(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      240(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 30(DX), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPBROADCASTW (DX), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y3, Y3
+	VFMADD213PS  (SP), Y1, Y3
+	VMOVUPS      Y3, (SP)
+	ADDQ         $0x00000110, CX
+	ADDQ         $0x00000022, DX
+	DECQ         AX
+	JNZ          x8Q8_0Tok1AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q8_0Tok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q8_0Tok2AVX2(SB), NOSPLIT, $64-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
+
+x8Q8_0Tok2AVX2_loop:
+	VCVTPH2PS    (CX), Y0
+	VMOVDQU      16(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 2(DX), Y3
+	VPSIGNB      Y1, Y3, Y3
+	VPMADDUBSW   Y3, Y2, Y3
+	VPMADDWD     k_ones16<>+0(SB), Y3, Y3
+	VPBROADCASTD 2(DX)(BX*1), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VMOVDQU      48(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 6(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 6(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      80(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 10(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 10(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      112(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 14(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 14(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      144(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 18(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 18(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      176(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 22(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 22(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      208(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 26(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 26(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      240(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 30(DX), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 30(DX)(BX*1), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPBROADCASTW (DX), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y3, Y3
+	VFMADD213PS  (SP), Y1, Y3
+	VMOVUPS      Y3, (SP)
+	VPBROADCASTW (DX)(BX*1), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  32(SP), Y1, Y4
+	VMOVUPS      Y4, 32(SP)
+	ADDQ         $0x00000110, CX
+	ADDQ         $0x00000022, DX
+	DECQ         AX
+	JNZ          x8Q8_0Tok2AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q8_0Tok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q8_0Tok3AVX2(SB), NOSPLIT, $96-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 64(SP)
+
+x8Q8_0Tok3AVX2_loop:
+	VCVTPH2PS    (CX), Y0
+	VMOVDQU      16(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 2(DX), Y3
+	VPSIGNB      Y1, Y3, Y3
+	VPMADDUBSW   Y3, Y2, Y3
+	VPMADDWD     k_ones16<>+0(SB), Y3, Y3
+	VPBROADCASTD 2(DX)(BX*1), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPBROADCASTD 2(DX)(BX*2), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VMOVDQU      48(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 6(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 6(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 6(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      80(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 10(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 10(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 10(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      112(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 14(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 14(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 14(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      144(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 18(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 18(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 18(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      176(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 22(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 22(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 22(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      208(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 26(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 26(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 26(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      240(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 30(DX), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 30(DX)(BX*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPBROADCASTD 30(DX)(BX*2), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPBROADCASTW (DX), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y3, Y3
+	VFMADD213PS  (SP), Y1, Y3
+	VMOVUPS      Y3, (SP)
+	VPBROADCASTW (DX)(BX*1), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  32(SP), Y1, Y4
+	VMOVUPS      Y4, 32(SP)
+	VPBROADCASTW (DX)(BX*2), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  64(SP), Y1, Y5
+	VMOVUPS      Y5, 64(SP)
+	ADDQ         $0x00000110, CX
+	ADDQ         $0x00000022, DX
+	DECQ         AX
+	JNZ          x8Q8_0Tok3AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      64(SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q8_0Tok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q8_0Tok4AVX2(SB), NOSPLIT, $128-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 64(SP)
+	VMOVUPS Y0, 96(SP)
+
+x8Q8_0Tok4AVX2_loop:
+	VCVTPH2PS    (CX), Y0
+	VMOVDQU      16(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 2(DX), Y3
+	VPSIGNB      Y1, Y3, Y3
+	VPMADDUBSW   Y3, Y2, Y3
+	VPMADDWD     k_ones16<>+0(SB), Y3, Y3
+	VPBROADCASTD 2(DX)(BX*1), Y4
+	VPSIGNB      Y1, Y4, Y4
+	VPMADDUBSW   Y4, Y2, Y4
+	VPMADDWD     k_ones16<>+0(SB), Y4, Y4
+	VPBROADCASTD 2(DX)(BX*2), Y5
+	VPSIGNB      Y1, Y5, Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPMADDWD     k_ones16<>+0(SB), Y5, Y5
+	VPBROADCASTD 2(DX)(SI*1), Y6
+	VPSIGNB      Y1, Y6, Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPMADDWD     k_ones16<>+0(SB), Y6, Y6
+	VMOVDQU      48(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 6(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 6(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 6(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 6(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      80(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 10(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 10(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 10(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 10(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      112(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 14(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 14(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 14(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 14(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      144(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 18(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 18(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 18(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 18(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      176(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 22(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 22(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 22(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 22(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      208(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 26(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 26(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 26(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 26(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      240(CX), Y1
+	VPABSB       Y1, Y2
+	VPBROADCASTD 30(DX), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPBROADCASTD 30(DX)(BX*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPBROADCASTD 30(DX)(BX*2), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 30(DX)(SI*1), Y7
+	VPSIGNB      Y1, Y7, Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPMADDWD     k_ones16<>+0(SB), Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPBROADCASTW (DX), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y3, Y3
+	VFMADD213PS  (SP), Y1, Y3
+	VMOVUPS      Y3, (SP)
+	VPBROADCASTW (DX)(BX*1), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  32(SP), Y1, Y4
+	VMOVUPS      Y4, 32(SP)
+	VPBROADCASTW (DX)(BX*2), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  64(SP), Y1, Y5
+	VMOVUPS      Y5, 64(SP)
+	VPBROADCASTW (DX)(SI*1), X1
+	VCVTPH2PS    X1, Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  96(SP), Y1, Y6
+	VMOVUPS      Y6, 96(SP)
+	ADDQ         $0x00000110, CX
+	ADDQ         $0x00000022, DX
+	DECQ         AX
+	JNZ          x8Q8_0Tok4AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      64(SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      96(SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q4KRowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·x8Q4KRowsAVX2(SB), NOSPLIT, $0-40
+	MOVQ w+8(FP), AX
+	MOVQ out+32(FP), CX
+
+x8Q4KRowsAVX2_group:
+	MOVQ   a+24(FP), DX
+	MOVQ   nb+0(FP), BX
+	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 
-dotQ6KQ8KRowsAVX2_loop:
-	PREFETCHT0   2048(DX)
-	PREFETCHT0   2112(DX)
-	PREFETCHT0   2176(DX)
-	PREFETCHT0   2240(DX)
-	MOVWLZX      208(DX), DI
-	VMOVD        DI, X2
-	VCVTPH2PS    X2, X2
-	VMULSS       (BX), X2, X2
-	VBROADCASTSS X2, Y2
-	VMOVDQU      192(DX), X3
-	VPSHUFB      k_q6k_evenodd<>+0(SB), X3, X3
-	VPMOVSXBW    X3, Y3
-	VPMOVSXBW    192(DX), Y4
-	VPMADDWD     260(BX), Y4, Y4
-	VPSLLD       $0x05, Y4, Y4
-	VMOVDQU      (DX), Y5
-	VMOVDQU      32(DX), Y6
-	VMOVDQU      128(DX), Y7
-	VPAND        Y0, Y5, Y8
-	VPAND        k_03<>+0(SB), Y7, Y9
-	VPSLLW       $0x04, Y9, Y9
-	VPOR         Y9, Y8, Y8
-	VPMADDUBSW   4(BX), Y8, Y8
-	VPSHUFB      k_q6k_scale<>+0(SB), Y3, Y9
-	VPMADDWD     Y9, Y8, Y8
-	VPSUBD       Y4, Y8, Y4
-	VPAND        Y0, Y6, Y8
-	VPAND        k_0c<>+0(SB), Y7, Y9
-	VPSLLW       $0x02, Y9, Y9
-	VPOR         Y9, Y8, Y8
-	VPMADDUBSW   36(BX), Y8, Y8
-	VPSHUFB      k_q6k_scale<>+32(SB), Y3, Y9
-	VPMADDWD     Y9, Y8, Y8
-	VPADDD       Y8, Y4, Y4
-	VPSRLW       $0x04, Y5, Y5
-	VPAND        Y0, Y5, Y5
-	VPAND        k_30<>+0(SB), Y7, Y8
-	VPOR         Y8, Y5, Y5
-	VPMADDUBSW   68(BX), Y5, Y5
-	VPSHUFB      k_q6k_scale<>+64(SB), Y3, Y8
-	VPMADDWD     Y8, Y5, Y5
-	VPADDD       Y5, Y4, Y4
-	VPSRLW       $0x04, Y6, Y5
-	VPAND        Y0, Y5, Y5
-	VPAND        k_c0<>+0(SB), Y7, Y6
-	VPSRLW       $0x02, Y6, Y6
-	VPOR         Y6, Y5, Y5
-	VPMADDUBSW   100(BX), Y5, Y5
-	VPSHUFB      k_q6k_scale<>+96(SB), Y3, Y6
-	VPMADDWD     Y6, Y5, Y5
-	VPADDD       Y5, Y4, Y4
-	VMOVDQU      64(DX), Y5
-	VMOVDQU      96(DX), Y6
-	VMOVDQU      160(DX), Y7
-	VPAND        Y0, Y5, Y8
-	VPAND        k_03<>+0(SB), Y7, Y9
-	VPSLLW       $0x04, Y9, Y9
-	VPOR         Y9, Y8, Y8
-	VPMADDUBSW   132(BX), Y8, Y8
-	VPSHUFB      k_q6k_scale<>+128(SB), Y3, Y9
-	VPMADDWD     Y9, Y8, Y8
-	VPADDD       Y8, Y4, Y4
-	VPAND        Y0, Y6, Y8
-	VPAND        k_0c<>+0(SB), Y7, Y9
-	VPSLLW       $0x02, Y9, Y9
-	VPOR         Y9, Y8, Y8
-	VPMADDUBSW   164(BX), Y8, Y8
-	VPSHUFB      k_q6k_scale<>+160(SB), Y3, Y9
-	VPMADDWD     Y9, Y8, Y8
-	VPADDD       Y8, Y4, Y4
-	VPSRLW       $0x04, Y5, Y5
-	VPAND        Y0, Y5, Y5
-	VPAND        k_30<>+0(SB), Y7, Y8
-	VPOR         Y8, Y5, Y5
-	VPMADDUBSW   196(BX), Y5, Y5
-	VPSHUFB      k_q6k_scale<>+192(SB), Y3, Y8
-	VPMADDWD     Y8, Y5, Y5
-	VPADDD       Y5, Y4, Y4
-	VPSRLW       $0x04, Y6, Y5
-	VPAND        Y0, Y5, Y5
-	VPAND        k_c0<>+0(SB), Y7, Y6
-	VPSRLW       $0x02, Y6, Y6
-	VPOR         Y6, Y5, Y5
-	VPMADDUBSW   228(BX), Y5, Y5
-	VPSHUFB      k_q6k_scale<>+224(SB), Y3, Y3
+x8Q4KRowsAVX2_loop:
+	PREFETCHT0   2048(AX)
+	PREFETCHT0   2112(AX)
+	PREFETCHT0   2176(AX)
+	PREFETCHT0   2240(AX)
+	PREFETCHT0   2304(AX)
+	PREFETCHT0   2368(AX)
+	PREFETCHT0   2432(AX)
+	PREFETCHT0   2496(AX)
+	PREFETCHT0   2560(AX)
+	PREFETCHT0   2624(AX)
+	PREFETCHT0   2688(AX)
+	PREFETCHT0   2752(AX)
+	PREFETCHT0   2816(AX)
+	PREFETCHT0   2880(AX)
+	PREFETCHT0   2944(AX)
+	PREFETCHT0   3008(AX)
+	PREFETCHT0   3072(AX)
+	PREFETCHT0   3136(AX)
+	VMOVDQU      32(AX), Y2
+	VMOVDQU      64(AX), Y3
+	VMOVDQU      96(AX), Y4
+	VPAND        k_3f<>+0(SB), Y2, Y5
+	VPAND        k_3f<>+0(SB), Y3, Y6
+	VPSRLW       $0x02, Y2, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPAND        k_m4<>+0(SB), Y4, Y2
+	VPOR         Y7, Y2, Y2
+	VPSRLW       $0x02, Y3, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPSRLW       $0x04, Y4, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPOR         Y7, Y3, Y3
+	VPSHUFB      k_q4k_dup<>+0(SB), Y6, Y4
+	VPBROADCASTD 260(DX), Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+32(SB), Y6, Y4
+	VPBROADCASTD 264(DX), Y8
+	VPMADDWD     Y4, Y8, Y8
+	VPADDD       Y8, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+64(SB), Y6, Y4
+	VPBROADCASTD 268(DX), Y8
+	VPMADDWD     Y4, Y8, Y8
+	VPADDD       Y8, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+96(SB), Y6, Y4
+	VPBROADCASTD 272(DX), Y6
+	VPMADDWD     Y4, Y6, Y6
+	VPADDD       Y6, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+0(SB), Y3, Y4
+	VPBROADCASTD 276(DX), Y6
+	VPMADDWD     Y4, Y6, Y6
+	VPADDD       Y6, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+32(SB), Y3, Y4
+	VPBROADCASTD 280(DX), Y6
+	VPMADDWD     Y4, Y6, Y6
+	VPADDD       Y6, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+64(SB), Y3, Y4
+	VPBROADCASTD 284(DX), Y6
+	VPMADDWD     Y4, Y6, Y6
+	VPADDD       Y6, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+96(SB), Y3, Y3
+	VPBROADCASTD 288(DX), Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VCVTPH2PS    16(AX), Y3
+	VBROADCASTSS (DX), Y4
+	VMULPS       Y3, Y4, Y4
+	VCVTDQ2PS    Y7, Y7
+	VFMADD231PS  Y7, Y4, Y1
+	VMOVDQU      128(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 4(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPBROADCASTD 8(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y6, Y6
+	VMOVDQU      160(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 12(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 16(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y6, Y6
+	VMOVDQU      192(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 20(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 24(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y6, Y6
+	VMOVDQU      224(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 28(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 32(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+0(SB), Y5, Y3
+	VPMADDWD     Y3, Y6, Y6
+	VMOVDQU      256(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 36(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPBROADCASTD 40(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      288(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 44(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 48(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      320(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 52(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 56(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      352(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 60(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 64(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+32(SB), Y5, Y3
+	VPMADDWD     Y3, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      384(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 68(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPBROADCASTD 72(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      416(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 76(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 80(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      448(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 84(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 88(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      480(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 92(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 96(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+64(SB), Y5, Y3
+	VPMADDWD     Y3, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      512(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 100(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPBROADCASTD 104(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      544(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 108(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 112(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      576(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 116(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 120(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VMOVDQU      608(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 124(DX), Y8
+	VPMADDUBSW   Y8, Y3, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 128(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+96(SB), Y5, Y3
+	VPMADDWD     Y3, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      640(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 132(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPBROADCASTD 136(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      672(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 140(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 144(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      704(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 148(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 152(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      736(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 156(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 160(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+0(SB), Y2, Y3
 	VPMADDWD     Y3, Y5, Y5
-	VPADDD       Y5, Y4, Y4
-	VCVTDQ2PS    Y4, Y4
-	VMULPS       Y2, Y4, Y4
-	VADDPS       Y4, Y1, Y1
-	ADDQ         $0x000000d2, DX
-	ADDQ         $0x00000124, BX
-	DECQ         SI
-	JNZ          dotQ6KQ8KRowsAVX2_loop
-	VEXTRACTF128 $0x01, Y1, X2
-	VADDPS       X2, X1, X1
-	VMOVHLPS     X1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSHDUP    X1, X2
-	VADDSS       X2, X1, X1
-	VMOVSS       X1, (CX)
-	ADDQ         wStride+16(FP), AX
-	ADDQ         $0x04, CX
-	DECQ         nRows+40(FP)
-	JNZ          dotQ6KQ8KRowsAVX2_row
+	VPADDD       Y5, Y6, Y6
+	VMOVDQU      768(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 164(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPBROADCASTD 168(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      800(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 172(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 176(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      832(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 180(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 184(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      864(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 188(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 192(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+32(SB), Y2, Y3
+	VPMADDWD     Y3, Y5, Y5
+	VPADDD       Y5, Y6, Y6
+	VMOVDQU      896(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 196(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPBROADCASTD 200(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      928(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 204(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 208(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      960(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 212(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 216(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      992(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 220(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 224(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+64(SB), Y2, Y3
+	VPMADDWD     Y3, Y5, Y5
+	VPADDD       Y5, Y6, Y6
+	VMOVDQU      1024(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 228(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPBROADCASTD 232(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      1056(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 236(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 240(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      1088(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 244(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 248(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VMOVDQU      1120(AX), Y4
+	VPAND        k_m4<>+0(SB), Y4, Y3
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPBROADCASTD 252(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 256(DX), Y3
+	VPMADDUBSW   Y3, Y4, Y3
+	VPADDW       Y3, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+96(SB), Y2, Y2
+	VPMADDWD     Y2, Y5, Y5
+	VPADDD       Y5, Y6, Y6
+	VCVTPH2PS    (AX), Y2
+	VBROADCASTSS (DX), Y3
+	VMULPS       Y2, Y3, Y3
+	VCVTDQ2PS    Y6, Y6
+	VFMADD231PS  Y6, Y3, Y0
+	ADDQ         $0x00000480, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JNZ          x8Q4KRowsAVX2_loop
+	VSUBPS       Y1, Y0, Y0
+	VMOVUPS      Y0, (CX)
+	ADDQ         $0x20, CX
+	DECQ         nGroups+16(FP)
+	JNZ          x8Q4KRowsAVX2_group
 	VZEROUPPER
 	RET
 
-// func dotQ6KQ8KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
-// Requires: AVX, AVX2, F16C
-TEXT ·dotQ6KQ8KTok4AVX2(SB), NOSPLIT, $128-48
+// func x8Q4KTok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q4KTok1AVX2(SB), NOSPLIT, $64-48
 	MOVQ    nb+0(FP), AX
 	MOVQ    w+8(FP), CX
 	MOVQ    a+16(FP), DX
 	MOVQ    aStride+24(FP), BX
-	LEAQ    (BX)(BX*2), SI
-	VMOVDQU k_m4<>+0(SB), Y0
-	VXORPS  Y1, Y1, Y1
-	VMOVUPS Y1, (SP)
-	VMOVUPS Y1, 32(SP)
-	VMOVUPS Y1, 64(SP)
-	VMOVUPS Y1, 96(SP)
+	LEAQ    (BX)(BX*2), BX
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
 
-dotQ6KQ8KTok4AVX2_loop:
-	VMOVDQU      192(CX), X1
-	VPSHUFB      k_q6k_evenodd<>+0(SB), X1, X1
-	VPMOVSXBW    X1, Y1
-	VPMOVSXBW    192(CX), Y2
-	VPMADDWD     260(DX), Y2, Y3
-	VPSLLD       $0x05, Y3, Y3
-	VPMADDWD     260(DX)(BX*1), Y2, Y4
-	VPSLLD       $0x05, Y4, Y4
-	VPMADDWD     260(DX)(BX*2), Y2, Y5
-	VPSLLD       $0x05, Y5, Y5
-	VPMADDWD     260(DX)(SI*1), Y2, Y2
-	VPSLLD       $0x05, Y2, Y2
-	VMOVDQU      (CX), Y6
-	VMOVDQU      32(CX), Y7
-	VMOVDQU      128(CX), Y8
-	VPAND        Y0, Y6, Y9
-	VPAND        k_03<>+0(SB), Y8, Y10
-	VPSLLW       $0x04, Y10, Y10
-	VPOR         Y10, Y9, Y9
-	VPSHUFB      k_q6k_scale<>+0(SB), Y1, Y10
-	VPMADDUBSW   4(DX), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPSUBD       Y3, Y11, Y3
-	VPMADDUBSW   4(DX)(BX*1), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPSUBD       Y4, Y11, Y4
-	VPMADDUBSW   4(DX)(BX*2), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPSUBD       Y5, Y11, Y5
-	VPMADDUBSW   4(DX)(SI*1), Y9, Y9
-	VPMADDWD     Y10, Y9, Y9
-	VPSUBD       Y2, Y9, Y2
-	VPAND        Y0, Y7, Y9
-	VPAND        k_0c<>+0(SB), Y8, Y10
-	VPSLLW       $0x02, Y10, Y10
-	VPOR         Y10, Y9, Y9
-	VPSHUFB      k_q6k_scale<>+32(SB), Y1, Y10
-	VPMADDUBSW   36(DX), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y3, Y3
-	VPMADDUBSW   36(DX)(BX*1), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y4, Y4
-	VPMADDUBSW   36(DX)(BX*2), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y5, Y5
-	VPMADDUBSW   36(DX)(SI*1), Y9, Y9
-	VPMADDWD     Y10, Y9, Y9
-	VPADDD       Y9, Y2, Y2
-	VPSRLW       $0x04, Y6, Y6
-	VPAND        Y0, Y6, Y6
-	VPAND        k_30<>+0(SB), Y8, Y9
-	VPOR         Y9, Y6, Y6
-	VPSHUFB      k_q6k_scale<>+64(SB), Y1, Y9
-	VPMADDUBSW   68(DX), Y6, Y10
-	VPMADDWD     Y9, Y10, Y10
-	VPADDD       Y10, Y3, Y3
-	VPMADDUBSW   68(DX)(BX*1), Y6, Y10
-	VPMADDWD     Y9, Y10, Y10
-	VPADDD       Y10, Y4, Y4
-	VPMADDUBSW   68(DX)(BX*2), Y6, Y10
-	VPMADDWD     Y9, Y10, Y10
-	VPADDD       Y10, Y5, Y5
-	VPMADDUBSW   68(DX)(SI*1), Y6, Y6
-	VPMADDWD     Y9, Y6, Y6
-	VPADDD       Y6, Y2, Y2
-	VPSRLW       $0x04, Y7, Y6
-	VPAND        Y0, Y6, Y6
-	VPAND        k_c0<>+0(SB), Y8, Y7
-	VPSRLW       $0x02, Y7, Y7
-	VPOR         Y7, Y6, Y6
-	VPSHUFB      k_q6k_scale<>+96(SB), Y1, Y7
-	VPMADDUBSW   100(DX), Y6, Y8
-	VPMADDWD     Y7, Y8, Y8
-	VPADDD       Y8, Y3, Y3
-	VPMADDUBSW   100(DX)(BX*1), Y6, Y8
-	VPMADDWD     Y7, Y8, Y8
-	VPADDD       Y8, Y4, Y4
-	VPMADDUBSW   100(DX)(BX*2), Y6, Y8
-	VPMADDWD     Y7, Y8, Y8
-	VPADDD       Y8, Y5, Y5
-	VPMADDUBSW   100(DX)(SI*1), Y6, Y6
-	VPMADDWD     Y7, Y6, Y6
-	VPADDD       Y6, Y2, Y2
-	VMOVDQU      64(CX), Y6
-	VMOVDQU      96(CX), Y7
-	VMOVDQU      160(CX), Y8
-	VPAND        Y0, Y6, Y9
-	VPAND        k_03<>+0(SB), Y8, Y10
-	VPSLLW       $0x04, Y10, Y10
-	VPOR         Y10, Y9, Y9
-	VPSHUFB      k_q6k_scale<>+128(SB), Y1, Y10
-	VPMADDUBSW   132(DX), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y3, Y3
-	VPMADDUBSW   132(DX)(BX*1), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y4, Y4
-	VPMADDUBSW   132(DX)(BX*2), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y5, Y5
-	VPMADDUBSW   132(DX)(SI*1), Y9, Y9
-	VPMADDWD     Y10, Y9, Y9
-	VPADDD       Y9, Y2, Y2
-	VPAND        Y0, Y7, Y9
-	VPAND        k_0c<>+0(SB), Y8, Y10
-	VPSLLW       $0x02, Y10, Y10
-	VPOR         Y10, Y9, Y9
-	VPSHUFB      k_q6k_scale<>+160(SB), Y1, Y10
-	VPMADDUBSW   164(DX), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y3, Y3
-	VPMADDUBSW   164(DX)(BX*1), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y4, Y4
-	VPMADDUBSW   164(DX)(BX*2), Y9, Y11
-	VPMADDWD     Y10, Y11, Y11
-	VPADDD       Y11, Y5, Y5
-	VPMADDUBSW   164(DX)(SI*1), Y9, Y9
-	VPMADDWD     Y10, Y9, Y9
-	VPADDD       Y9, Y2, Y2
-	VPSRLW       $0x04, Y6, Y6
-	VPAND        Y0, Y6, Y6
-	VPAND        k_30<>+0(SB), Y8, Y9
-	VPOR         Y9, Y6, Y6
-	VPSHUFB      k_q6k_scale<>+192(SB), Y1, Y9
-	VPMADDUBSW   196(DX), Y6, Y10
-	VPMADDWD     Y9, Y10, Y10
-	VPADDD       Y10, Y3, Y3
-	VPMADDUBSW   196(DX)(BX*1), Y6, Y10
-	VPMADDWD     Y9, Y10, Y10
-	VPADDD       Y10, Y4, Y4
-	VPMADDUBSW   196(DX)(BX*2), Y6, Y10
-	VPMADDWD     Y9, Y10, Y10
-	VPADDD       Y10, Y5, Y5
-	VPMADDUBSW   196(DX)(SI*1), Y6, Y6
-	VPMADDWD     Y9, Y6, Y6
-	VPADDD       Y6, Y2, Y2
-	VPSRLW       $0x04, Y7, Y6
-	VPAND        Y0, Y6, Y6
-	VPAND        k_c0<>+0(SB), Y8, Y7
-	VPSRLW       $0x02, Y7, Y7
-	VPOR         Y7, Y6, Y6
-	VPSHUFB      k_q6k_scale<>+224(SB), Y1, Y1
-	VPMADDUBSW   228(DX), Y6, Y7
-	VPMADDWD     Y1, Y7, Y7
-	VPADDD       Y7, Y3, Y3
-	VPMADDUBSW   228(DX)(BX*1), Y6, Y7
-	VPMADDWD     Y1, Y7, Y7
-	VPADDD       Y7, Y4, Y4
-	VPMADDUBSW   228(DX)(BX*2), Y6, Y7
-	VPMADDWD     Y1, Y7, Y7
-	VPADDD       Y7, Y5, Y5
-	VPMADDUBSW   228(DX)(SI*1), Y6, Y6
-	VPMADDWD     Y1, Y6, Y6
-	VPADDD       Y6, Y2, Y2
-	MOVWLZX      208(CX), DI
-	VMOVD        DI, X1
-	VCVTPH2PS    X1, X1
-	VMULSS       (DX), X1, X6
-	VBROADCASTSS X6, Y6
-	VCVTDQ2PS    Y3, Y3
-	VMULPS       Y6, Y3, Y3
-	VMOVUPS      (SP), Y6
-	VADDPS       Y3, Y6, Y6
-	VMOVUPS      Y6, (SP)
-	VMULSS       (DX)(BX*1), X1, X3
-	VBROADCASTSS X3, Y3
-	VCVTDQ2PS    Y4, Y4
-	VMULPS       Y3, Y4, Y4
-	VMOVUPS      32(SP), Y3
-	VADDPS       Y4, Y3, Y3
-	VMOVUPS      Y3, 32(SP)
-	VMULSS       (DX)(BX*2), X1, X3
-	VBROADCASTSS X3, Y3
-	VCVTDQ2PS    Y5, Y5
-	VMULPS       Y3, Y5, Y5
-	VMOVUPS      64(SP), Y3
-	VADDPS       Y5, Y3, Y3
-	VMOVUPS      Y3, 64(SP)
-	VMULSS       (DX)(SI*1), X1, X1
-	VBROADCASTSS X1, Y1
-	VCVTDQ2PS    Y2, Y2
+x8Q4KTok1AVX2_loop:
+	VMOVDQU      32(CX), Y0
+	VMOVDQU      64(CX), Y1
+	VMOVDQU      96(CX), Y2
+	VPAND        k_3f<>+0(SB), Y0, Y3
+	VPAND        k_3f<>+0(SB), Y1, Y4
+	VPSRLW       $0x02, Y0, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPAND        k_m4<>+0(SB), Y2, Y0
+	VPOR         Y5, Y0, Y0
+	VPSRLW       $0x02, Y1, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPSRLW       $0x04, Y2, Y1
+	VPAND        k_m4<>+0(SB), Y1, Y1
+	VPOR         Y5, Y1, Y1
+	VPSHUFB      k_q4k_dup<>+0(SB), Y4, Y2
+	VPBROADCASTD 260(DX), Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+32(SB), Y4, Y2
+	VPBROADCASTD 264(DX), Y6
+	VPMADDWD     Y2, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+64(SB), Y4, Y2
+	VPBROADCASTD 268(DX), Y6
+	VPMADDWD     Y2, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+96(SB), Y4, Y2
+	VPBROADCASTD 272(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+0(SB), Y1, Y2
+	VPBROADCASTD 276(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+32(SB), Y1, Y2
+	VPBROADCASTD 280(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+64(SB), Y1, Y2
+	VPBROADCASTD 284(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+96(SB), Y1, Y1
+	VPBROADCASTD 288(DX), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y5, Y5
+	VCVTPH2PS    16(CX), Y1
+	VBROADCASTSS (DX), Y2
 	VMULPS       Y1, Y2, Y2
-	VMOVUPS      96(SP), Y1
-	VADDPS       Y2, Y1, Y1
-	VMOVUPS      Y1, 96(SP)
-	ADDQ         $0x000000d2, CX
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  32(SP), Y2, Y5
+	VMOVUPS      Y5, 32(SP)
+	VMOVDQU      128(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 4(DX), Y4
+	VPMADDUBSW   Y4, Y1, Y4
+	VPBROADCASTD 8(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y4, Y4
+	VMOVDQU      160(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 12(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 16(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y4, Y4
+	VMOVDQU      192(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 20(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 24(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y4, Y4
+	VMOVDQU      224(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 28(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 32(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y4, Y4
+	VPSHUFB      k_q4k_dup<>+0(SB), Y3, Y1
+	VPMADDWD     Y1, Y4, Y4
+	VMOVDQU      256(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 36(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPBROADCASTD 40(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      288(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 44(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 48(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      320(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 52(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 56(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      352(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 60(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 64(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+32(SB), Y3, Y1
+	VPMADDWD     Y1, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      384(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 68(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPBROADCASTD 72(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      416(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 76(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 80(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      448(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 84(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 88(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      480(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 92(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 96(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+64(SB), Y3, Y1
+	VPMADDWD     Y1, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      512(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 100(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPBROADCASTD 104(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      544(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 108(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 112(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      576(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 116(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 120(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      608(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 124(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 128(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+96(SB), Y3, Y1
+	VPMADDWD     Y1, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      640(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 132(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 136(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      672(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 140(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 144(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      704(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 148(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 152(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      736(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 156(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 160(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VPSHUFB      k_q4k_dup<>+0(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VMOVDQU      768(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 164(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 168(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      800(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 172(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 176(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      832(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 180(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 184(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      864(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 188(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 192(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VPSHUFB      k_q4k_dup<>+32(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VMOVDQU      896(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 196(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 200(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      928(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 204(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 208(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      960(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 212(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 216(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      992(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 220(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 224(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VPSHUFB      k_q4k_dup<>+64(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VMOVDQU      1024(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 228(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 232(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      1056(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 236(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 240(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      1088(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 244(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 248(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VMOVDQU      1120(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 252(DX), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 256(DX), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y3, Y3
+	VPSHUFB      k_q4k_dup<>+96(SB), Y0, Y0
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  (SP), Y1, Y4
+	VMOVUPS      Y4, (SP)
+	ADDQ         $0x00000480, CX
 	ADDQ         $0x00000124, DX
 	DECQ         AX
-	JNZ          dotQ6KQ8KTok4AVX2_loop
-	VMOVUPS      (SP), Y0
-	VEXTRACTF128 $0x01, Y0, X1
-	VADDPS       X1, X0, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VMOVSHDUP    X0, X1
-	VADDSS       X1, X0, X0
-	VMOVUPS      32(SP), Y1
-	VEXTRACTF128 $0x01, Y1, X2
-	VADDPS       X2, X1, X1
-	VMOVHLPS     X1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSHDUP    X1, X2
-	VADDSS       X2, X1, X1
-	VMOVUPS      64(SP), Y2
-	VEXTRACTF128 $0x01, Y2, X3
-	VADDPS       X3, X2, X2
-	VMOVHLPS     X2, X2, X3
-	VADDPS       X3, X2, X2
-	VMOVSHDUP    X2, X3
-	VADDSS       X3, X2, X2
-	VMOVUPS      96(SP), Y3
-	VEXTRACTF128 $0x01, Y3, X4
-	VADDPS       X4, X3, X3
-	VMOVHLPS     X3, X3, X4
-	VADDPS       X4, X3, X3
-	VMOVSHDUP    X3, X4
-	VADDSS       X4, X3, X3
+	JNZ          x8Q4KTok1AVX2_loop
 	MOVQ         out+32(FP), AX
 	MOVQ         outStride+40(FP), CX
 	SHLQ         $0x02, CX
-	VMOVSS       X0, (AX)
-	ADDQ         CX, AX
-	VMOVSS       X1, (AX)
-	ADDQ         CX, AX
-	VMOVSS       X2, (AX)
-	ADDQ         CX, AX
-	VMOVSS       X3, (AX)
+	VMOVUPS      (SP), Y0
+	VSUBPS       32(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
 	VZEROUPPER
 	RET
 
-// func dotQ8_0AVX2(nb int, w *byte, a *byte) float32
-// Requires: AVX, AVX2, F16C, SSE
-TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-28
-	MOVQ    nb+0(FP), AX
-	MOVQ    w+8(FP), CX
-	MOVQ    a+16(FP), DX
-	VMOVDQU k_ones16<>+0(SB), Y0
-	VXORPS  Y1, Y1, Y1
-
-dotQ8_0AVX2_loop:
-	MOVWLZX      (CX), BX
-	MOVWLZX      (DX), SI
-	SHLL         $0x10, SI
-	ORL          SI, BX
-	VMOVD        BX, X2
-	VCVTPH2PS    X2, X2
-	VMOVSHDUP    X2, X3
-	VMULSS       X3, X2, X2
-	VBROADCASTSS X2, Y2
-	VMOVDQU      2(CX), Y3
-	VMOVDQU      2(DX), Y4
-	VPSIGNB      Y3, Y4, Y4
-	VPABSB       Y3, Y3
-	VPMADDUBSW   Y4, Y3, Y3
-	VPMADDWD     Y0, Y3, Y3
-	VCVTDQ2PS    Y3, Y3
-	VMULPS       Y2, Y3, Y3
-	VADDPS       Y3, Y1, Y1
-	ADDQ         $0x00000022, CX
-	ADDQ         $0x00000022, DX
-	DECQ         AX
-	JNZ          dotQ8_0AVX2_loop
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X0, X1, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VMOVSHDUP    X0, X1
-	VADDSS       X1, X0, X0
-	VZEROUPPER
-	MOVSS        X0, ret+24(FP)
-	RET
-
-// func dotQ8_0RowsAVX2(nb int, w *byte, wStride int, a *byte, out *float32, nRows int)
-// Requires: AVX, AVX2, F16C, MMX+
-TEXT ·dotQ8_0RowsAVX2(SB), NOSPLIT, $0-48
-	MOVQ    w+8(FP), AX
-	MOVQ    out+32(FP), CX
-	VMOVDQU k_ones16<>+0(SB), Y0
-	VMOVDQU k_perm_bcast<>+32(SB), Y1
-	VMOVDQU k_perm_bcast<>+64(SB), Y2
-	VMOVDQU k_perm_bcast<>+96(SB), Y3
-
-dotQ8_0RowsAVX2_row:
-	MOVQ   AX, DX
-	MOVQ   a+24(FP), BX
-	MOVQ   nb+0(FP), SI
-	SHRQ   $0x02, SI
-	VXORPS Y4, Y4, Y4
-	JZ     dotQ8_0RowsAVX2_tail
-
-dotQ8_0RowsAVX2_loop4:
-	PREFETCHT0   2048(DX)
-	PREFETCHT0   2112(DX)
-	PREFETCHT0   2176(DX)
-	MOVWQZX      (DX), DI
-	MOVWQZX      34(DX), R8
-	SHLQ         $0x10, R8
-	ORQ          R8, DI
-	MOVWQZX      68(DX), R8
-	SHLQ         $0x20, R8
-	ORQ          R8, DI
-	MOVWQZX      102(DX), R8
-	SHLQ         $0x30, R8
-	ORQ          R8, DI
-	VMOVQ        DI, X5
-	VCVTPH2PS    X5, X5
-	MOVWQZX      (BX), DI
-	MOVWQZX      34(BX), R8
-	SHLQ         $0x10, R8
-	ORQ          R8, DI
-	MOVWQZX      68(BX), R8
-	SHLQ         $0x20, R8
-	ORQ          R8, DI
-	MOVWQZX      102(BX), R8
-	SHLQ         $0x30, R8
-	ORQ          R8, DI
-	VMOVQ        DI, X6
-	VCVTPH2PS    X6, X6
-	VMULPS       X6, X5, X5
-	VBROADCASTSS X5, Y6
-	VMOVDQU      2(DX), Y7
-	VMOVDQU      2(BX), Y8
-	VPSIGNB      Y7, Y8, Y8
-	VPABSB       Y7, Y7
-	VPMADDUBSW   Y8, Y7, Y7
-	VPMADDWD     Y0, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VADDPS       Y7, Y4, Y4
-	VPERMPS      Y5, Y1, Y6
-	VMOVDQU      36(DX), Y7
-	VMOVDQU      36(BX), Y8
-	VPSIGNB      Y7, Y8, Y8
-	VPABSB       Y7, Y7
-	VPMADDUBSW   Y8, Y7, Y7
-	VPMADDWD     Y0, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VADDPS       Y7, Y4, Y4
-	VPERMPS      Y5, Y2, Y6
-	VMOVDQU      70(DX), Y7
-	VMOVDQU      70(BX), Y8
-	VPSIGNB      Y7, Y8, Y8
-	VPABSB       Y7, Y7
-	VPMADDUBSW   Y8, Y7, Y7
-	VPMADDWD     Y0, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VADDPS       Y7, Y4, Y4
-	VPERMPS      Y5, Y3, Y6
-	VMOVDQU      104(DX), Y7
-	VMOVDQU      104(BX), Y8
-	VPSIGNB      Y7, Y8, Y8
-	VPABSB       Y7, Y7
-	VPMADDUBSW   Y8, Y7, Y7
-	VPMADDWD     Y0, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VADDPS       Y7, Y4, Y4
-	ADDQ         $0x00000088, DX
-	ADDQ         $0x00000088, BX
-	DECQ         SI
-	JNZ          dotQ8_0RowsAVX2_loop4
-
-dotQ8_0RowsAVX2_tail:
-	MOVQ nb+0(FP), SI
-	ANDQ $0x03, SI
-	JZ   dotQ8_0RowsAVX2_done
-
-dotQ8_0RowsAVX2_loop1:
-	MOVWLZX      (DX), DI
-	MOVWLZX      (BX), R8
-	SHLL         $0x10, R8
-	ORL          R8, DI
-	VMOVD        DI, X5
-	VCVTPH2PS    X5, X5
-	VMOVSHDUP    X5, X6
-	VMULSS       X6, X5, X5
-	VBROADCASTSS X5, Y6
-	VMOVDQU      2(DX), Y7
-	VMOVDQU      2(BX), Y8
-	VPSIGNB      Y7, Y8, Y8
-	VPABSB       Y7, Y7
-	VPMADDUBSW   Y8, Y7, Y7
-	VPMADDWD     Y0, Y7, Y7
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       Y6, Y7, Y7
-	VADDPS       Y7, Y4, Y4
-	ADDQ         $0x00000022, DX
-	ADDQ         $0x00000022, BX
-	DECQ         SI
-	JNZ          dotQ8_0RowsAVX2_loop1
-
-dotQ8_0RowsAVX2_done:
-	VEXTRACTF128 $0x01, Y4, X5
-	VADDPS       X5, X4, X4
-	VMOVHLPS     X4, X4, X5
-	VADDPS       X5, X4, X4
-	VMOVSHDUP    X4, X5
-	VADDSS       X5, X4, X4
-	VMOVSS       X4, (CX)
-	ADDQ         wStride+16(FP), AX
-	ADDQ         $0x04, CX
-	DECQ         nRows+40(FP)
-	JNZ          dotQ8_0RowsAVX2_row
-	VZEROUPPER
-	RET
-
-// func dotQ8_0Tok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
-// Requires: AVX, AVX2, F16C
-TEXT ·dotQ8_0Tok4AVX2(SB), NOSPLIT, $0-48
+// func x8Q4KTok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q4KTok2AVX2(SB), NOSPLIT, $128-48
 	MOVQ    nb+0(FP), AX
 	MOVQ    w+8(FP), CX
 	MOVQ    a+16(FP), DX
 	MOVQ    aStride+24(FP), BX
 	LEAQ    (BX)(BX*2), SI
-	VMOVDQU k_ones16<>+0(SB), Y0
-	VMOVDQU k_perm_bcast<>+32(SB), Y1
-	VMOVDQU k_perm_bcast<>+64(SB), Y2
-	VMOVDQU k_perm_bcast<>+96(SB), Y3
-	VXORPS  Y4, Y4, Y4
-	VXORPS  Y5, Y5, Y5
-	VXORPS  Y6, Y6, Y6
-	VXORPS  Y7, Y7, Y7
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 64(SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 96(SP)
 
-dotQ8_0Tok4AVX2_loop:
-	MOVWQZX      (DX), DI
-	MOVWQZX      (DX)(BX*1), R8
-	SHLQ         $0x10, R8
-	ORQ          R8, DI
-	MOVWQZX      (DX)(BX*2), R8
-	SHLQ         $0x20, R8
-	ORQ          R8, DI
-	MOVWQZX      (DX)(SI*1), R8
-	SHLQ         $0x30, R8
-	ORQ          R8, DI
-	MOVWLZX      (CX), R8
-	VMOVQ        DI, X8
-	VCVTPH2PS    X8, X8
-	VMOVD        R8, X9
-	VCVTPH2PS    X9, X9
-	VBROADCASTSS X9, X9
-	VMULPS       X8, X9, X8
-	VMOVDQU      2(CX), Y9
-	VPABSB       Y9, Y10
-	VBROADCASTSS X8, Y11
-	VMOVDQU      2(DX), Y12
-	VPSIGNB      Y9, Y12, Y12
-	VPMADDUBSW   Y12, Y10, Y12
-	VPMADDWD     Y0, Y12, Y12
-	VCVTDQ2PS    Y12, Y12
-	VMULPS       Y11, Y12, Y12
-	VADDPS       Y12, Y4, Y4
-	VPERMPS      Y8, Y1, Y11
-	VMOVDQU      2(DX)(BX*1), Y12
-	VPSIGNB      Y9, Y12, Y12
-	VPMADDUBSW   Y12, Y10, Y12
-	VPMADDWD     Y0, Y12, Y12
-	VCVTDQ2PS    Y12, Y12
-	VMULPS       Y11, Y12, Y12
-	VADDPS       Y12, Y5, Y5
-	VPERMPS      Y8, Y2, Y11
-	VMOVDQU      2(DX)(BX*2), Y12
-	VPSIGNB      Y9, Y12, Y12
-	VPMADDUBSW   Y12, Y10, Y12
-	VPMADDWD     Y0, Y12, Y12
-	VCVTDQ2PS    Y12, Y12
-	VMULPS       Y11, Y12, Y12
-	VADDPS       Y12, Y6, Y6
-	VPERMPS      Y8, Y3, Y11
-	VMOVDQU      2(DX)(SI*1), Y12
-	VPSIGNB      Y9, Y12, Y12
-	VPMADDUBSW   Y12, Y10, Y12
-	VPMADDWD     Y0, Y12, Y12
-	VCVTDQ2PS    Y12, Y12
-	VMULPS       Y11, Y12, Y12
-	VADDPS       Y12, Y7, Y7
-	ADDQ         $0x00000022, CX
-	ADDQ         $0x00000022, DX
+x8Q4KTok2AVX2_loop:
+	VMOVDQU      32(CX), Y0
+	VMOVDQU      64(CX), Y1
+	VMOVDQU      96(CX), Y2
+	VPAND        k_3f<>+0(SB), Y0, Y3
+	VPAND        k_3f<>+0(SB), Y1, Y4
+	VPSRLW       $0x02, Y0, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPAND        k_m4<>+0(SB), Y2, Y0
+	VPOR         Y5, Y0, Y0
+	VPSRLW       $0x02, Y1, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPSRLW       $0x04, Y2, Y1
+	VPAND        k_m4<>+0(SB), Y1, Y1
+	VPOR         Y5, Y1, Y1
+	VPSHUFB      k_q4k_dup<>+0(SB), Y4, Y2
+	VPBROADCASTD 260(DX), Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 260(DX)(BX*1), Y6
+	VPMADDWD     Y2, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+32(SB), Y4, Y2
+	VPBROADCASTD 264(DX), Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 264(DX)(BX*1), Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+64(SB), Y4, Y2
+	VPBROADCASTD 268(DX), Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPBROADCASTD 268(DX)(BX*1), Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+96(SB), Y4, Y2
+	VPBROADCASTD 272(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 272(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+0(SB), Y1, Y2
+	VPBROADCASTD 276(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 276(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+32(SB), Y1, Y2
+	VPBROADCASTD 280(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 280(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+64(SB), Y1, Y2
+	VPBROADCASTD 284(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 284(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+96(SB), Y1, Y1
+	VPBROADCASTD 288(DX), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y5, Y5
+	VPBROADCASTD 288(DX)(BX*1), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VCVTPH2PS    16(CX), Y1
+	VBROADCASTSS (DX), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  64(SP), Y2, Y5
+	VMOVUPS      Y5, 64(SP)
+	VBROADCASTSS (DX)(BX*1), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  96(SP), Y2, Y6
+	VMOVUPS      Y6, 96(SP)
+	VMOVDQU      128(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 4(DX), Y4
+	VPMADDUBSW   Y4, Y1, Y4
+	VPBROADCASTD 8(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 4(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPBROADCASTD 8(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      160(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 12(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y4, Y4
+	VPBROADCASTD 16(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y4, Y4
+	VPBROADCASTD 12(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 16(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      192(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 20(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y4, Y4
+	VPBROADCASTD 24(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y4, Y4
+	VPBROADCASTD 20(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 24(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VMOVDQU      224(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 28(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y4, Y4
+	VPBROADCASTD 32(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y4, Y4
+	VPBROADCASTD 28(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 32(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y5, Y5
+	VPSHUFB      k_q4k_dup<>+0(SB), Y3, Y1
+	VPMADDWD     Y1, Y4, Y4
+	VPMADDWD     Y1, Y5, Y5
+	VMOVDQU      256(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 36(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 40(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 36(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 40(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      288(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 44(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 48(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 44(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 48(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      320(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 52(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 56(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 52(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 56(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      352(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 60(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 64(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 60(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 64(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+32(SB), Y3, Y1
+	VPMADDWD     Y1, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VMOVDQU      384(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 68(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 72(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 68(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 72(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      416(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 76(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 80(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 76(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 80(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      448(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 84(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 88(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 84(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 88(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      480(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 92(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 96(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 92(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 96(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+64(SB), Y3, Y1
+	VPMADDWD     Y1, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VMOVDQU      512(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 100(DX), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 104(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 100(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 104(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      544(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 108(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 112(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 108(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 112(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      576(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 116(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 120(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 116(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 120(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      608(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 124(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 128(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 124(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 128(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+96(SB), Y3, Y1
+	VPMADDWD     Y1, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VMOVDQU      640(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 132(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 136(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 132(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 136(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      672(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 140(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 144(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 140(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 144(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      704(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 148(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 152(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 148(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 152(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      736(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 156(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 160(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 156(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 160(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+0(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      768(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 164(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 168(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 164(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 168(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      800(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 172(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 176(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 172(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 176(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      832(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 180(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 184(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 180(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 184(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      864(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 188(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 192(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 188(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 192(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+32(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      896(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 196(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 200(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 196(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 200(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      928(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 204(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 208(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 204(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 208(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      960(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 212(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 216(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 212(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 216(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      992(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 220(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 224(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 220(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 224(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+64(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      1024(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 228(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 232(DX), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 228(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 232(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      1056(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 236(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 240(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 236(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 240(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      1088(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 244(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 248(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 244(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 248(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      1120(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 252(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 256(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 252(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 256(DX)(BX*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+96(SB), Y0, Y0
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  (SP), Y1, Y4
+	VMOVUPS      Y4, (SP)
+	VBROADCASTSS (DX)(BX*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  32(SP), Y1, Y5
+	VMOVUPS      Y5, 32(SP)
+	ADDQ         $0x00000480, CX
+	ADDQ         $0x00000124, DX
 	DECQ         AX
-	JNZ          dotQ8_0Tok4AVX2_loop
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X0, X4, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VMOVSHDUP    X0, X1
-	VADDSS       X1, X0, X0
-	VEXTRACTF128 $0x01, Y5, X1
-	VADDPS       X1, X5, X1
-	VMOVHLPS     X1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSHDUP    X1, X2
-	VADDSS       X2, X1, X1
-	VEXTRACTF128 $0x01, Y6, X2
-	VADDPS       X2, X6, X2
-	VMOVHLPS     X2, X2, X3
-	VADDPS       X3, X2, X2
-	VMOVSHDUP    X2, X3
-	VADDSS       X3, X2, X2
-	VEXTRACTF128 $0x01, Y7, X3
-	VADDPS       X3, X7, X3
-	VMOVHLPS     X3, X3, X4
-	VADDPS       X4, X3, X3
-	VMOVSHDUP    X3, X4
-	VADDSS       X4, X3, X3
+	JNZ          x8Q4KTok2AVX2_loop
 	MOVQ         out+32(FP), AX
 	MOVQ         outStride+40(FP), CX
 	SHLQ         $0x02, CX
-	VMOVSS       X0, (AX)
+	VMOVUPS      (SP), Y0
+	VSUBPS       64(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
 	ADDQ         CX, AX
-	VMOVSS       X1, (AX)
+	VMOVUPS      32(SP), Y0
+	VSUBPS       96(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q4KTok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q4KTok3AVX2(SB), NOSPLIT, $192-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 96(SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 128(SP)
+	VMOVUPS Y0, 64(SP)
+	VMOVUPS Y0, 160(SP)
+
+x8Q4KTok3AVX2_loop:
+	VMOVDQU      32(CX), Y0
+	VMOVDQU      64(CX), Y1
+	VMOVDQU      96(CX), Y2
+	VPAND        k_3f<>+0(SB), Y0, Y3
+	VPAND        k_3f<>+0(SB), Y1, Y4
+	VPSRLW       $0x02, Y0, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPAND        k_m4<>+0(SB), Y2, Y0
+	VPOR         Y5, Y0, Y0
+	VPSRLW       $0x02, Y1, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPSRLW       $0x04, Y2, Y1
+	VPAND        k_m4<>+0(SB), Y1, Y1
+	VPOR         Y5, Y1, Y1
+	VPSHUFB      k_q4k_dup<>+0(SB), Y4, Y2
+	VPBROADCASTD 260(DX), Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 260(DX)(BX*1), Y6
+	VPMADDWD     Y2, Y6, Y6
+	VPBROADCASTD 260(DX)(BX*2), Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+32(SB), Y4, Y2
+	VPBROADCASTD 264(DX), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPBROADCASTD 264(DX)(BX*1), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VPBROADCASTD 264(DX)(BX*2), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPADDD       Y8, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+64(SB), Y4, Y2
+	VPBROADCASTD 268(DX), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPBROADCASTD 268(DX)(BX*1), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VPBROADCASTD 268(DX)(BX*2), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPADDD       Y8, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+96(SB), Y4, Y2
+	VPBROADCASTD 272(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 272(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 272(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+0(SB), Y1, Y2
+	VPBROADCASTD 276(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 276(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 276(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+32(SB), Y1, Y2
+	VPBROADCASTD 280(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 280(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 280(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+64(SB), Y1, Y2
+	VPBROADCASTD 284(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 284(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 284(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+96(SB), Y1, Y1
+	VPBROADCASTD 288(DX), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y5, Y5
+	VPBROADCASTD 288(DX)(BX*1), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VPBROADCASTD 288(DX)(BX*2), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y7, Y7
+	VCVTPH2PS    16(CX), Y1
+	VBROADCASTSS (DX), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  96(SP), Y2, Y5
+	VMOVUPS      Y5, 96(SP)
+	VBROADCASTSS (DX)(BX*1), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  128(SP), Y2, Y6
+	VMOVUPS      Y6, 128(SP)
+	VBROADCASTSS (DX)(BX*2), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y7, Y7
+	VFMADD213PS  160(SP), Y2, Y7
+	VMOVUPS      Y7, 160(SP)
+	VMOVDQU      128(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 4(DX), Y4
+	VPMADDUBSW   Y4, Y1, Y4
+	VPBROADCASTD 8(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 4(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPBROADCASTD 8(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 4(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 8(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      160(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 12(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y4, Y4
+	VPBROADCASTD 16(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y4, Y4
+	VPBROADCASTD 12(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 16(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 12(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 16(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      192(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 20(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y4, Y4
+	VPBROADCASTD 24(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y4, Y4
+	VPBROADCASTD 20(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 24(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 20(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 24(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VMOVDQU      224(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 28(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y4, Y4
+	VPBROADCASTD 32(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y4, Y4
+	VPBROADCASTD 28(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 32(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 28(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 32(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y6, Y6
+	VPSHUFB      k_q4k_dup<>+0(SB), Y3, Y1
+	VPMADDWD     Y1, Y4, Y4
+	VPMADDWD     Y1, Y5, Y5
+	VPMADDWD     Y1, Y6, Y6
+	VMOVDQU      256(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 36(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 40(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 36(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 40(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 36(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 40(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      288(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 44(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 48(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 44(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 48(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 44(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 48(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      320(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 52(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 56(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 52(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 56(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 52(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 56(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      352(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 60(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 64(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 60(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 64(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 60(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 64(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VPSHUFB      k_q4k_dup<>+32(SB), Y3, Y1
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      384(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 68(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 72(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 68(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 72(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 68(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 72(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      416(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 76(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 80(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 76(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 80(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 76(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 80(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      448(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 84(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 88(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 84(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 88(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 84(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 88(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      480(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 92(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 96(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 92(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 96(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 92(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 96(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VPSHUFB      k_q4k_dup<>+64(SB), Y3, Y1
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      512(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 100(DX), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 104(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 100(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 104(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 100(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 104(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      544(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 108(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 112(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 108(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 112(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 108(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 112(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      576(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 116(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 120(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 116(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 120(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 116(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 120(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VMOVDQU      608(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 124(DX), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 128(DX), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 124(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 128(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y8, Y8
+	VPBROADCASTD 124(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 128(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y9, Y9
+	VPSHUFB      k_q4k_dup<>+96(SB), Y3, Y1
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      640(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 132(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 136(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 132(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 136(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 132(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 136(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      672(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 140(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 144(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 140(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 144(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 140(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 144(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      704(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 148(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 152(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 148(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 152(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 148(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 152(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      736(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 156(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 160(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 156(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 160(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 156(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 160(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+0(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VMOVDQU      768(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 164(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 168(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 164(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 168(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 164(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 168(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      800(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 172(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 176(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 172(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 176(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 172(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 176(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      832(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 180(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 184(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 180(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 184(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 180(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 184(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      864(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 188(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 192(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 188(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 192(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 188(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 192(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+32(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VMOVDQU      896(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 196(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 200(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 196(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 200(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 196(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 200(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      928(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 204(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 208(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 204(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 208(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 204(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 208(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      960(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 212(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 216(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 212(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 216(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 212(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 216(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      992(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 220(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 224(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 220(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 224(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 220(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 224(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+64(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VMOVDQU      1024(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 228(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 232(DX), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 228(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 232(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 228(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 232(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      1056(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 236(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 240(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 236(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 240(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 236(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 240(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      1088(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 244(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 248(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 244(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 248(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 244(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 248(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VMOVDQU      1120(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 252(DX), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 256(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y3, Y3
+	VPBROADCASTD 252(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 256(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y7, Y7
+	VPBROADCASTD 252(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 256(DX)(BX*2), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+96(SB), Y0, Y0
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  (SP), Y1, Y4
+	VMOVUPS      Y4, (SP)
+	VBROADCASTSS (DX)(BX*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  32(SP), Y1, Y5
+	VMOVUPS      Y5, 32(SP)
+	VBROADCASTSS (DX)(BX*2), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  64(SP), Y1, Y6
+	VMOVUPS      Y6, 64(SP)
+	ADDQ         $0x00000480, CX
+	ADDQ         $0x00000124, DX
+	DECQ         AX
+	JNZ          x8Q4KTok3AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VSUBPS       96(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
 	ADDQ         CX, AX
-	VMOVSS       X2, (AX)
+	VMOVUPS      32(SP), Y0
+	VSUBPS       128(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
 	ADDQ         CX, AX
-	VMOVSS       X3, (AX)
+	VMOVUPS      64(SP), Y0
+	VSUBPS       160(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q4KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q4KTok4AVX2(SB), NOSPLIT, $256-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 128(SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 160(SP)
+	VMOVUPS Y0, 64(SP)
+	VMOVUPS Y0, 192(SP)
+	VMOVUPS Y0, 96(SP)
+	VMOVUPS Y0, 224(SP)
+
+x8Q4KTok4AVX2_loop:
+	VMOVDQU      32(CX), Y0
+	VMOVDQU      64(CX), Y1
+	VMOVDQU      96(CX), Y2
+	VPAND        k_3f<>+0(SB), Y0, Y3
+	VPAND        k_3f<>+0(SB), Y1, Y4
+	VPSRLW       $0x02, Y0, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPAND        k_m4<>+0(SB), Y2, Y0
+	VPOR         Y5, Y0, Y0
+	VPSRLW       $0x02, Y1, Y5
+	VPAND        k_30<>+0(SB), Y5, Y5
+	VPSRLW       $0x04, Y2, Y1
+	VPAND        k_m4<>+0(SB), Y1, Y1
+	VPOR         Y5, Y1, Y1
+	VPSHUFB      k_q4k_dup<>+0(SB), Y4, Y2
+	VPBROADCASTD 260(DX), Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 260(DX)(BX*1), Y6
+	VPMADDWD     Y2, Y6, Y6
+	VPBROADCASTD 260(DX)(BX*2), Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPBROADCASTD 260(DX)(SI*1), Y8
+	VPMADDWD     Y2, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+32(SB), Y4, Y2
+	VPBROADCASTD 264(DX), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPBROADCASTD 264(DX)(BX*1), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPBROADCASTD 264(DX)(BX*2), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y7, Y7
+	VPBROADCASTD 264(DX)(SI*1), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+64(SB), Y4, Y2
+	VPBROADCASTD 268(DX), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPBROADCASTD 268(DX)(BX*1), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPBROADCASTD 268(DX)(BX*2), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y7, Y7
+	VPBROADCASTD 268(DX)(SI*1), Y9
+	VPMADDWD     Y2, Y9, Y9
+	VPADDD       Y9, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+96(SB), Y4, Y2
+	VPBROADCASTD 272(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 272(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 272(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPBROADCASTD 272(DX)(SI*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+0(SB), Y1, Y2
+	VPBROADCASTD 276(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 276(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 276(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPBROADCASTD 276(DX)(SI*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+32(SB), Y1, Y2
+	VPBROADCASTD 280(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 280(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 280(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPBROADCASTD 280(DX)(SI*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+64(SB), Y1, Y2
+	VPBROADCASTD 284(DX), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y5, Y5
+	VPBROADCASTD 284(DX)(BX*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y6, Y6
+	VPBROADCASTD 284(DX)(BX*2), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y7, Y7
+	VPBROADCASTD 284(DX)(SI*1), Y4
+	VPMADDWD     Y2, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VPSHUFB      k_q4k_dup<>+96(SB), Y1, Y1
+	VPBROADCASTD 288(DX), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y5, Y5
+	VPBROADCASTD 288(DX)(BX*1), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VPBROADCASTD 288(DX)(BX*2), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y7, Y7
+	VPBROADCASTD 288(DX)(SI*1), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPADDD       Y2, Y8, Y8
+	VCVTPH2PS    16(CX), Y1
+	VBROADCASTSS (DX), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  128(SP), Y2, Y5
+	VMOVUPS      Y5, 128(SP)
+	VBROADCASTSS (DX)(BX*1), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  160(SP), Y2, Y6
+	VMOVUPS      Y6, 160(SP)
+	VBROADCASTSS (DX)(BX*2), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y7, Y7
+	VFMADD213PS  192(SP), Y2, Y7
+	VMOVUPS      Y7, 192(SP)
+	VBROADCASTSS (DX)(SI*1), Y2
+	VMULPS       Y1, Y2, Y2
+	VCVTDQ2PS    Y8, Y8
+	VFMADD213PS  224(SP), Y2, Y8
+	VMOVUPS      Y8, 224(SP)
+	VMOVDQU      128(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 4(DX), Y4
+	VPMADDUBSW   Y4, Y1, Y4
+	VPBROADCASTD 8(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPBROADCASTD 4(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y1, Y5
+	VPBROADCASTD 8(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y2, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD 4(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y1, Y6
+	VPBROADCASTD 8(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y2, Y7
+	VPADDW       Y7, Y6, Y6
+	VPBROADCASTD 4(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y1, Y7
+	VPBROADCASTD 8(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      160(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 12(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y4, Y4
+	VPBROADCASTD 16(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y4, Y4
+	VPBROADCASTD 12(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 16(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 12(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 16(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 12(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 16(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      192(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 20(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y4, Y4
+	VPBROADCASTD 24(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y4, Y4
+	VPBROADCASTD 20(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 24(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 20(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 24(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 20(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 24(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VMOVDQU      224(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 28(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y4, Y4
+	VPBROADCASTD 32(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y4, Y4
+	VPBROADCASTD 28(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 32(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 28(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 32(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y6, Y6
+	VPBROADCASTD 28(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD 32(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y7, Y7
+	VPSHUFB      k_q4k_dup<>+0(SB), Y3, Y1
+	VPMADDWD     Y1, Y4, Y4
+	VPMADDWD     Y1, Y5, Y5
+	VPMADDWD     Y1, Y6, Y6
+	VPMADDWD     Y1, Y7, Y7
+	VMOVDQU      256(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 36(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 40(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 36(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 40(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 36(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 40(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 36(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPBROADCASTD 40(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      288(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 44(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 48(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 44(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 48(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 44(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 48(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 44(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 48(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      320(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 52(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 56(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 52(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 56(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 52(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 56(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 52(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 56(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      352(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 60(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 64(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 60(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 64(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 60(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 64(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 60(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 64(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VPSHUFB      k_q4k_dup<>+32(SB), Y3, Y1
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y4, Y4
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPMADDWD     Y1, Y10, Y10
+	VPADDD       Y10, Y6, Y6
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y7, Y7
+	VMOVDQU      384(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 68(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 72(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 68(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 72(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 68(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 72(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 68(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPBROADCASTD 72(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      416(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 76(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 80(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 76(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 80(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 76(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 80(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 76(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 80(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      448(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 84(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 88(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 84(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 88(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 84(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 88(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 84(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 88(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      480(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 92(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 96(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 92(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 96(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 92(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 96(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 92(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 96(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VPSHUFB      k_q4k_dup<>+64(SB), Y3, Y1
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y4, Y4
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPMADDWD     Y1, Y10, Y10
+	VPADDD       Y10, Y6, Y6
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y7, Y7
+	VMOVDQU      512(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 100(DX), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 104(DX), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 100(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 104(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 100(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 104(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 100(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPBROADCASTD 104(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      544(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 108(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 112(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 108(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 112(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 108(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 112(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 108(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 112(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      576(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 116(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 120(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 116(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 120(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 116(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 120(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 116(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 120(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VMOVDQU      608(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 124(DX), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 128(DX), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y8, Y8
+	VPBROADCASTD 124(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 128(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 124(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 128(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y2, Y12
+	VPADDW       Y12, Y10, Y10
+	VPBROADCASTD 124(DX)(SI*1), Y12
+	VPMADDUBSW   Y12, Y1, Y12
+	VPADDW       Y12, Y11, Y11
+	VPBROADCASTD 128(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y11, Y11
+	VPSHUFB      k_q4k_dup<>+96(SB), Y3, Y1
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y4, Y4
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPMADDWD     Y1, Y10, Y10
+	VPADDD       Y10, Y6, Y6
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y7, Y7
+	VMOVDQU      640(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 132(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 136(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 132(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 136(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 132(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 136(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 132(DX)(SI*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 136(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      672(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 140(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 144(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 140(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 144(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 140(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 144(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 140(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 144(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      704(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 148(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 152(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 148(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 152(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 148(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 152(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 148(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 152(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      736(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 156(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 160(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 156(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 160(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 156(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 160(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 156(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 160(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VPSHUFB      k_q4k_dup<>+0(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPMADDWD     Y1, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VMOVDQU      768(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 164(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 168(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 164(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 168(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 164(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 168(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 164(DX)(SI*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 168(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      800(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 172(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 176(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 172(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 176(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 172(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 176(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 172(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 176(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      832(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 180(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 184(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 180(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 184(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 180(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 184(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 180(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 184(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      864(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 188(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 192(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 188(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 192(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 188(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 192(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 188(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 192(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VPSHUFB      k_q4k_dup<>+32(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPMADDWD     Y1, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VMOVDQU      896(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 196(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 200(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 196(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 200(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 196(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 200(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 196(DX)(SI*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 200(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      928(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 204(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 208(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 204(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 208(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 204(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 208(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 204(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 208(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      960(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 212(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 216(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 212(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 216(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 212(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 216(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 212(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 216(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      992(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 220(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 224(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 220(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 224(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 220(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 224(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 220(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 224(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VPSHUFB      k_q4k_dup<>+64(SB), Y0, Y1
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y1, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y1, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPMADDWD     Y1, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VMOVDQU      1024(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 228(DX), Y3
+	VPMADDUBSW   Y3, Y1, Y3
+	VPBROADCASTD 232(DX), Y8
+	VPMADDUBSW   Y8, Y2, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 228(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y1, Y8
+	VPBROADCASTD 232(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y2, Y9
+	VPADDW       Y9, Y8, Y8
+	VPBROADCASTD 228(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y1, Y9
+	VPBROADCASTD 232(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y2, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD 228(DX)(SI*1), Y10
+	VPMADDUBSW   Y10, Y1, Y10
+	VPBROADCASTD 232(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      1056(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 236(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 240(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 236(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 240(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 236(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 240(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 236(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 240(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      1088(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 244(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 248(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 244(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 248(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 244(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 248(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 244(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 248(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VMOVDQU      1120(CX), Y2
+	VPAND        k_m4<>+0(SB), Y2, Y1
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPBROADCASTD 252(DX), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 256(DX), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y3, Y3
+	VPBROADCASTD 252(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 256(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y8, Y8
+	VPBROADCASTD 252(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 256(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y2, Y11
+	VPADDW       Y11, Y9, Y9
+	VPBROADCASTD 252(DX)(SI*1), Y11
+	VPMADDUBSW   Y11, Y1, Y11
+	VPADDW       Y11, Y10, Y10
+	VPBROADCASTD 256(DX)(SI*1), Y1
+	VPMADDUBSW   Y1, Y2, Y1
+	VPADDW       Y1, Y10, Y10
+	VPSHUFB      k_q4k_dup<>+96(SB), Y0, Y0
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y4, Y4
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  (SP), Y1, Y4
+	VMOVUPS      Y4, (SP)
+	VBROADCASTSS (DX)(BX*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y5, Y5
+	VFMADD213PS  32(SP), Y1, Y5
+	VMOVUPS      Y5, 32(SP)
+	VBROADCASTSS (DX)(BX*2), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y6, Y6
+	VFMADD213PS  64(SP), Y1, Y6
+	VMOVUPS      Y6, 64(SP)
+	VBROADCASTSS (DX)(SI*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y7, Y7
+	VFMADD213PS  96(SP), Y1, Y7
+	VMOVUPS      Y7, 96(SP)
+	ADDQ         $0x00000480, CX
+	ADDQ         $0x00000124, DX
+	DECQ         AX
+	JNZ          x8Q4KTok4AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VSUBPS       128(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VSUBPS       160(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      64(SP), Y0
+	VSUBPS       192(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      96(SP), Y0
+	VSUBPS       224(SP), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q6KRowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·x8Q6KRowsAVX2(SB), NOSPLIT, $0-40
+	MOVQ w+8(FP), AX
+	MOVQ out+32(FP), CX
+
+x8Q6KRowsAVX2_group:
+	MOVQ   a+24(FP), DX
+	MOVQ   nb+0(FP), BX
+	VXORPS Y0, Y0, Y0
+
+x8Q6KRowsAVX2_loop:
+	PREFETCHT0   2048(AX)
+	PREFETCHT0   2112(AX)
+	PREFETCHT0   2176(AX)
+	PREFETCHT0   2240(AX)
+	PREFETCHT0   2304(AX)
+	PREFETCHT0   2368(AX)
+	PREFETCHT0   2432(AX)
+	PREFETCHT0   2496(AX)
+	PREFETCHT0   2560(AX)
+	PREFETCHT0   2624(AX)
+	PREFETCHT0   2688(AX)
+	PREFETCHT0   2752(AX)
+	PREFETCHT0   2816(AX)
+	PREFETCHT0   2880(AX)
+	PREFETCHT0   2944(AX)
+	PREFETCHT0   3008(AX)
+	PREFETCHT0   3072(AX)
+	PREFETCHT0   3136(AX)
+	PREFETCHT0   3200(AX)
+	PREFETCHT0   3264(AX)
+	PREFETCHT0   3328(AX)
+	PREFETCHT0   3392(AX)
+	PREFETCHT0   3456(AX)
+	PREFETCHT0   3520(AX)
+	PREFETCHT0   3584(AX)
+	PREFETCHT0   3648(AX)
+	PREFETCHT0   3712(AX)
+	VPMOVSXBW    16(AX), Y1
+	VPBROADCASTD 260(DX), Y2
+	VPMADDWD     Y1, Y2, Y2
+	VPMOVSXBW    32(AX), Y1
+	VPBROADCASTD 264(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    48(AX), Y1
+	VPBROADCASTD 268(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    64(AX), Y1
+	VPBROADCASTD 272(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    80(AX), Y1
+	VPBROADCASTD 276(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    96(AX), Y1
+	VPBROADCASTD 280(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    112(AX), Y1
+	VPBROADCASTD 284(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    128(AX), Y1
+	VPBROADCASTD 288(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPSLLD       $0x05, Y2, Y2
+	VPXOR        Y1, Y1, Y1
+	VPSUBD       Y2, Y1, Y2
+	VPMOVSXBW    16(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      144(AX), Y4
+	VMOVDQU      176(AX), Y5
+	VMOVDQU      208(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 4(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 8(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 12(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 16(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      240(AX), Y3
+	VMOVDQU      272(AX), Y4
+	VMOVDQU      304(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 20(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 24(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 28(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 32(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    32(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      336(AX), Y4
+	VMOVDQU      368(AX), Y5
+	VMOVDQU      400(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 36(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 40(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 44(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 48(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      432(AX), Y3
+	VMOVDQU      464(AX), Y4
+	VMOVDQU      496(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 52(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 56(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 60(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 64(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    48(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      528(AX), Y4
+	VMOVDQU      560(AX), Y5
+	VMOVDQU      592(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 68(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 72(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 76(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 80(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      624(AX), Y3
+	VMOVDQU      656(AX), Y4
+	VMOVDQU      688(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 84(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 88(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 92(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 96(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    64(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      720(AX), Y4
+	VMOVDQU      752(AX), Y5
+	VMOVDQU      784(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 100(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 104(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 108(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 112(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      816(AX), Y3
+	VMOVDQU      848(AX), Y4
+	VMOVDQU      880(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 116(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 120(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 124(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 128(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    80(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      912(AX), Y4
+	VMOVDQU      944(AX), Y5
+	VMOVDQU      976(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 132(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 136(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 140(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 144(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1008(AX), Y3
+	VMOVDQU      1040(AX), Y4
+	VMOVDQU      1072(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 148(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 152(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 156(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 160(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    96(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      1104(AX), Y4
+	VMOVDQU      1136(AX), Y5
+	VMOVDQU      1168(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 164(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 168(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 172(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 176(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1200(AX), Y3
+	VMOVDQU      1232(AX), Y4
+	VMOVDQU      1264(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 180(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 184(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 188(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 192(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    112(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      1296(AX), Y4
+	VMOVDQU      1328(AX), Y5
+	VMOVDQU      1360(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 196(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 200(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 204(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 208(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1392(AX), Y3
+	VMOVDQU      1424(AX), Y4
+	VMOVDQU      1456(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 212(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 216(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 220(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 224(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    128(AX), Y1
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y1, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y1, Y1
+	VMOVDQU      1488(AX), Y4
+	VMOVDQU      1520(AX), Y5
+	VMOVDQU      1552(AX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 228(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 232(DX), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 236(DX), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 240(DX), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1584(AX), Y3
+	VMOVDQU      1616(AX), Y4
+	VMOVDQU      1648(AX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 244(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 248(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y1, Y5, Y5
+	VPBROADCASTD 252(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 256(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y1, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VCVTPH2PS    (AX), Y1
+	VBROADCASTSS (DX), Y3
+	VMULPS       Y1, Y3, Y3
+	VCVTDQ2PS    Y2, Y2
+	VFMADD231PS  Y2, Y3, Y0
+	ADDQ         $0x00000690, AX
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JNZ          x8Q6KRowsAVX2_loop
+	VMOVUPS      Y0, (CX)
+	ADDQ         $0x20, CX
+	DECQ         nGroups+16(FP)
+	JNZ          x8Q6KRowsAVX2_group
+	VZEROUPPER
+	RET
+
+// func x8Q6KTok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q6KTok1AVX2(SB), NOSPLIT, $32-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), BX
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+
+x8Q6KTok1AVX2_loop:
+	VPMOVSXBW    16(CX), Y0
+	VPBROADCASTD 260(DX), Y1
+	VPMADDWD     Y0, Y1, Y1
+	VPMOVSXBW    32(CX), Y0
+	VPBROADCASTD 264(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    48(CX), Y0
+	VPBROADCASTD 268(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    64(CX), Y0
+	VPBROADCASTD 272(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    80(CX), Y0
+	VPBROADCASTD 276(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    96(CX), Y0
+	VPBROADCASTD 280(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    112(CX), Y0
+	VPBROADCASTD 284(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    128(CX), Y0
+	VPBROADCASTD 288(DX), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y2, Y1, Y1
+	VPSLLD       $0x05, Y1, Y1
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y1, Y0, Y1
+	VPMOVSXBW    16(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      144(CX), Y3
+	VMOVDQU      176(CX), Y4
+	VMOVDQU      208(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 4(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 8(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 12(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 16(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      240(CX), Y2
+	VMOVDQU      272(CX), Y3
+	VMOVDQU      304(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 20(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 24(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 28(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 32(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    32(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      336(CX), Y3
+	VMOVDQU      368(CX), Y4
+	VMOVDQU      400(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 36(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 40(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 44(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 48(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      432(CX), Y2
+	VMOVDQU      464(CX), Y3
+	VMOVDQU      496(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 52(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 56(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 60(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 64(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    48(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      528(CX), Y3
+	VMOVDQU      560(CX), Y4
+	VMOVDQU      592(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 68(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 72(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 76(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 80(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      624(CX), Y2
+	VMOVDQU      656(CX), Y3
+	VMOVDQU      688(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 84(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 88(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 92(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 96(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    64(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      720(CX), Y3
+	VMOVDQU      752(CX), Y4
+	VMOVDQU      784(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 100(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 104(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 108(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 112(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      816(CX), Y2
+	VMOVDQU      848(CX), Y3
+	VMOVDQU      880(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 116(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 120(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 124(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 128(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    80(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      912(CX), Y3
+	VMOVDQU      944(CX), Y4
+	VMOVDQU      976(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 132(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 136(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 140(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 144(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      1008(CX), Y2
+	VMOVDQU      1040(CX), Y3
+	VMOVDQU      1072(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 148(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 152(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 156(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 160(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    96(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1104(CX), Y3
+	VMOVDQU      1136(CX), Y4
+	VMOVDQU      1168(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 164(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 168(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 172(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 176(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      1200(CX), Y2
+	VMOVDQU      1232(CX), Y3
+	VMOVDQU      1264(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 180(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 184(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 188(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 192(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    112(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1296(CX), Y3
+	VMOVDQU      1328(CX), Y4
+	VMOVDQU      1360(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 196(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 200(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 204(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 208(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      1392(CX), Y2
+	VMOVDQU      1424(CX), Y3
+	VMOVDQU      1456(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 212(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 216(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 220(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 224(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VPMOVSXBW    128(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y2
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1488(CX), Y3
+	VMOVDQU      1520(CX), Y4
+	VMOVDQU      1552(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 228(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 232(DX), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y2, Y5, Y5
+	VPBROADCASTD 236(DX), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 240(DX), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y2, Y3, Y3
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y3, Y1, Y1
+	VMOVDQU      1584(CX), Y2
+	VMOVDQU      1616(CX), Y3
+	VMOVDQU      1648(CX), Y4
+	VPAND        k_m4<>+0(SB), Y2, Y5
+	VPSLLW       $0x04, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y2, Y2
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y2, Y2
+	VPAND        k_m4<>+0(SB), Y3, Y7
+	VPAND        k_30<>+0(SB), Y4, Y6
+	VPOR         Y6, Y7, Y7
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSRLW       $0x02, Y4, Y6
+	VPAND        k_30<>+0(SB), Y6, Y6
+	VPOR         Y6, Y3, Y3
+	VPBROADCASTD 244(DX), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPBROADCASTD 248(DX), Y5
+	VPMADDUBSW   Y5, Y2, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPBROADCASTD 252(DX), Y2
+	VPMADDUBSW   Y2, Y7, Y2
+	VPBROADCASTD 256(DX), Y5
+	VPMADDUBSW   Y5, Y3, Y5
+	VPADDW       Y5, Y2, Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPADDD       Y4, Y1, Y1
+	VPADDD       Y2, Y1, Y1
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y2
+	VMULPS       Y0, Y2, Y2
+	VCVTDQ2PS    Y1, Y1
+	VFMADD213PS  (SP), Y2, Y1
+	VMOVUPS      Y1, (SP)
+	ADDQ         $0x00000690, CX
+	ADDQ         $0x00000124, DX
+	DECQ         AX
+	JNZ          x8Q6KTok1AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q6KTok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q6KTok2AVX2(SB), NOSPLIT, $64-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
+
+x8Q6KTok2AVX2_loop:
+	VPMOVSXBW    16(CX), Y0
+	VPBROADCASTD 260(DX), Y1
+	VPMADDWD     Y0, Y1, Y1
+	VPBROADCASTD 260(DX)(BX*1), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPMOVSXBW    32(CX), Y0
+	VPBROADCASTD 264(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 264(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    48(CX), Y0
+	VPBROADCASTD 268(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 268(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    64(CX), Y0
+	VPBROADCASTD 272(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 272(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    80(CX), Y0
+	VPBROADCASTD 276(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 276(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    96(CX), Y0
+	VPBROADCASTD 280(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 280(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    112(CX), Y0
+	VPBROADCASTD 284(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 284(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    128(CX), Y0
+	VPBROADCASTD 288(DX), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y1, Y1
+	VPBROADCASTD 288(DX)(BX*1), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VPSLLD       $0x05, Y1, Y1
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y1, Y0, Y1
+	VPSLLD       $0x05, Y2, Y2
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y2, Y0, Y2
+	VPMOVSXBW    16(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      144(CX), Y4
+	VMOVDQU      176(CX), Y5
+	VMOVDQU      208(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 4(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 8(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 12(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 16(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 4(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 8(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 12(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 16(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      240(CX), Y3
+	VMOVDQU      272(CX), Y4
+	VMOVDQU      304(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 20(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 24(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 28(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 32(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 20(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 24(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 28(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 32(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    32(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      336(CX), Y4
+	VMOVDQU      368(CX), Y5
+	VMOVDQU      400(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 36(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 40(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 44(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 48(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 36(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 40(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 44(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 48(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      432(CX), Y3
+	VMOVDQU      464(CX), Y4
+	VMOVDQU      496(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 52(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 56(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 60(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 64(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 52(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 56(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 60(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 64(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    48(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      528(CX), Y4
+	VMOVDQU      560(CX), Y5
+	VMOVDQU      592(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 68(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 72(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 76(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 80(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 68(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 72(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 76(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 80(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      624(CX), Y3
+	VMOVDQU      656(CX), Y4
+	VMOVDQU      688(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 84(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 88(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 92(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 96(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 84(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 88(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 92(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 96(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    64(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      720(CX), Y4
+	VMOVDQU      752(CX), Y5
+	VMOVDQU      784(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 100(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 104(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 108(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 112(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 100(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 104(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 108(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 112(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      816(CX), Y3
+	VMOVDQU      848(CX), Y4
+	VMOVDQU      880(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 116(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 120(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 124(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 128(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 116(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 120(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 124(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 128(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    80(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      912(CX), Y4
+	VMOVDQU      944(CX), Y5
+	VMOVDQU      976(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 132(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 136(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 140(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 144(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 132(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 136(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 140(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 144(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1008(CX), Y3
+	VMOVDQU      1040(CX), Y4
+	VMOVDQU      1072(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 148(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 152(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 156(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 160(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 148(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 152(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 156(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 160(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    96(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1104(CX), Y4
+	VMOVDQU      1136(CX), Y5
+	VMOVDQU      1168(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 164(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 168(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 172(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 176(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 164(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 168(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 172(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 176(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1200(CX), Y3
+	VMOVDQU      1232(CX), Y4
+	VMOVDQU      1264(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 180(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 184(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 188(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 192(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 180(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 184(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 188(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 192(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    112(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1296(CX), Y4
+	VMOVDQU      1328(CX), Y5
+	VMOVDQU      1360(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 196(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 200(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 204(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 208(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 196(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 200(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 204(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 208(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1392(CX), Y3
+	VMOVDQU      1424(CX), Y4
+	VMOVDQU      1456(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 212(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 216(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 220(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 224(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 212(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 216(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 220(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 224(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VPMOVSXBW    128(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y3
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1488(CX), Y4
+	VMOVDQU      1520(CX), Y5
+	VMOVDQU      1552(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 228(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 232(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 236(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 240(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y3, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 228(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 232(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y3, Y6, Y6
+	VPBROADCASTD 236(DX)(BX*1), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 240(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y3, Y4, Y4
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y4, Y2, Y2
+	VMOVDQU      1584(CX), Y3
+	VMOVDQU      1616(CX), Y4
+	VMOVDQU      1648(CX), Y5
+	VPAND        k_m4<>+0(SB), Y3, Y6
+	VPSLLW       $0x04, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x04, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y3, Y3
+	VPSLLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y3, Y3
+	VPAND        k_m4<>+0(SB), Y4, Y8
+	VPAND        k_30<>+0(SB), Y5, Y7
+	VPOR         Y7, Y8, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSRLW       $0x02, Y5, Y7
+	VPAND        k_30<>+0(SB), Y7, Y7
+	VPOR         Y7, Y4, Y4
+	VPBROADCASTD 244(DX), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 248(DX), Y7
+	VPMADDUBSW   Y7, Y3, Y7
+	VPADDW       Y7, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 252(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 256(DX), Y9
+	VPMADDUBSW   Y9, Y4, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y5, Y1, Y1
+	VPADDD       Y7, Y1, Y1
+	VPBROADCASTD 244(DX)(BX*1), Y5
+	VPMADDUBSW   Y5, Y6, Y5
+	VPBROADCASTD 248(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y3, Y6
+	VPADDW       Y6, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPBROADCASTD 252(DX)(BX*1), Y3
+	VPMADDUBSW   Y3, Y8, Y3
+	VPBROADCASTD 256(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y5, Y2, Y2
+	VPADDD       Y3, Y2, Y2
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y3
+	VMULPS       Y0, Y3, Y3
+	VCVTDQ2PS    Y1, Y1
+	VFMADD213PS  (SP), Y3, Y1
+	VMOVUPS      Y1, (SP)
+	VBROADCASTSS (DX)(BX*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y2, Y2
+	VFMADD213PS  32(SP), Y1, Y2
+	VMOVUPS      Y2, 32(SP)
+	ADDQ         $0x00000690, CX
+	ADDQ         $0x00000124, DX
+	DECQ         AX
+	JNZ          x8Q6KTok2AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q6KTok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q6KTok3AVX2(SB), NOSPLIT, $96-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 64(SP)
+
+x8Q6KTok3AVX2_loop:
+	VPMOVSXBW    16(CX), Y0
+	VPBROADCASTD 260(DX), Y1
+	VPMADDWD     Y0, Y1, Y1
+	VPBROADCASTD 260(DX)(BX*1), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPBROADCASTD 260(DX)(BX*2), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPMOVSXBW    32(CX), Y0
+	VPBROADCASTD 264(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 264(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 264(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    48(CX), Y0
+	VPBROADCASTD 268(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 268(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 268(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    64(CX), Y0
+	VPBROADCASTD 272(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 272(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 272(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    80(CX), Y0
+	VPBROADCASTD 276(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 276(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 276(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    96(CX), Y0
+	VPBROADCASTD 280(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 280(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 280(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    112(CX), Y0
+	VPBROADCASTD 284(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 284(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 284(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    128(CX), Y0
+	VPBROADCASTD 288(DX), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y1, Y1
+	VPBROADCASTD 288(DX)(BX*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPBROADCASTD 288(DX)(BX*2), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPSLLD       $0x05, Y1, Y1
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y1, Y0, Y1
+	VPSLLD       $0x05, Y2, Y2
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y2, Y0, Y2
+	VPSLLD       $0x05, Y3, Y3
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y3, Y0, Y3
+	VPMOVSXBW    16(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      144(CX), Y5
+	VMOVDQU      176(CX), Y6
+	VMOVDQU      208(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 4(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 8(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 12(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 16(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 4(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 8(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 12(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 16(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 4(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 8(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 12(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 16(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      240(CX), Y4
+	VMOVDQU      272(CX), Y5
+	VMOVDQU      304(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 20(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 24(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 28(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 32(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 20(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 24(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 28(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 32(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 20(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 24(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 28(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 32(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    32(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      336(CX), Y5
+	VMOVDQU      368(CX), Y6
+	VMOVDQU      400(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 36(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 40(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 44(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 48(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 36(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 40(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 44(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 48(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 36(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 40(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 44(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 48(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      432(CX), Y4
+	VMOVDQU      464(CX), Y5
+	VMOVDQU      496(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 52(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 56(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 60(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 64(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 52(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 56(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 60(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 64(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 52(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 56(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 60(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 64(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    48(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      528(CX), Y5
+	VMOVDQU      560(CX), Y6
+	VMOVDQU      592(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 68(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 72(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 76(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 80(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 68(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 72(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 76(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 80(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 68(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 72(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 76(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 80(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      624(CX), Y4
+	VMOVDQU      656(CX), Y5
+	VMOVDQU      688(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 84(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 88(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 92(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 96(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 84(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 88(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 92(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 96(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 84(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 88(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 92(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 96(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    64(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      720(CX), Y5
+	VMOVDQU      752(CX), Y6
+	VMOVDQU      784(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 100(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 104(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 108(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 112(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 100(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 104(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 108(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 112(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 100(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 104(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 108(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 112(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      816(CX), Y4
+	VMOVDQU      848(CX), Y5
+	VMOVDQU      880(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 116(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 120(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 124(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 128(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 116(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 120(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 124(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 128(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 116(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 120(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 124(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 128(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    80(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      912(CX), Y5
+	VMOVDQU      944(CX), Y6
+	VMOVDQU      976(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 132(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 136(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 140(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 144(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 132(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 136(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 140(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 144(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 132(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 136(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 140(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 144(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      1008(CX), Y4
+	VMOVDQU      1040(CX), Y5
+	VMOVDQU      1072(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 148(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 152(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 156(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 160(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 148(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 152(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 156(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 160(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 148(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 152(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 156(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 160(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    96(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1104(CX), Y5
+	VMOVDQU      1136(CX), Y6
+	VMOVDQU      1168(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 164(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 168(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 172(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 176(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 164(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 168(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 172(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 176(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 164(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 168(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 172(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 176(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      1200(CX), Y4
+	VMOVDQU      1232(CX), Y5
+	VMOVDQU      1264(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 180(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 184(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 188(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 192(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 180(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 184(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 188(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 192(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 180(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 184(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 188(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 192(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    112(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1296(CX), Y5
+	VMOVDQU      1328(CX), Y6
+	VMOVDQU      1360(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 196(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 200(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 204(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 208(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 196(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 200(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 204(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 208(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 196(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 200(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 204(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 208(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      1392(CX), Y4
+	VMOVDQU      1424(CX), Y5
+	VMOVDQU      1456(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 212(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 216(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 220(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 224(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 212(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 216(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 220(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 224(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 212(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 216(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 220(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 224(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    128(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y4
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1488(CX), Y5
+	VMOVDQU      1520(CX), Y6
+	VMOVDQU      1552(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 228(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 232(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 236(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 240(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 228(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 232(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 236(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 240(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y4, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 228(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 232(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y4, Y7, Y7
+	VPBROADCASTD 236(DX)(BX*2), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 240(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y4, Y5, Y5
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      1584(CX), Y4
+	VMOVDQU      1616(CX), Y5
+	VMOVDQU      1648(CX), Y6
+	VPAND        k_m4<>+0(SB), Y4, Y7
+	VPSLLW       $0x04, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y4, Y4
+	VPSLLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y4, Y4
+	VPAND        k_m4<>+0(SB), Y5, Y9
+	VPAND        k_30<>+0(SB), Y6, Y8
+	VPOR         Y8, Y9, Y9
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        k_30<>+0(SB), Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPBROADCASTD 244(DX), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 248(DX), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 252(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 256(DX), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y1, Y1
+	VPADDD       Y8, Y1, Y1
+	VPBROADCASTD 244(DX)(BX*1), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 248(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y4, Y8
+	VPADDW       Y8, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 252(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 256(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y5, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y6, Y2, Y2
+	VPADDD       Y8, Y2, Y2
+	VPBROADCASTD 244(DX)(BX*2), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPBROADCASTD 248(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y4, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPBROADCASTD 252(DX)(BX*2), Y4
+	VPMADDUBSW   Y4, Y9, Y4
+	VPBROADCASTD 256(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y5, Y7
+	VPADDW       Y7, Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y4
+	VMULPS       Y0, Y4, Y4
+	VCVTDQ2PS    Y1, Y1
+	VFMADD213PS  (SP), Y4, Y1
+	VMOVUPS      Y1, (SP)
+	VBROADCASTSS (DX)(BX*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y2, Y2
+	VFMADD213PS  32(SP), Y1, Y2
+	VMOVUPS      Y2, 32(SP)
+	VBROADCASTSS (DX)(BX*2), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y3, Y3
+	VFMADD213PS  64(SP), Y1, Y3
+	VMOVUPS      Y3, 64(SP)
+	ADDQ         $0x00000690, CX
+	ADDQ         $0x00000124, DX
+	DECQ         AX
+	JNZ          x8Q6KTok3AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      64(SP), Y0
+	VMOVUPS      Y0, (AX)
+	VZEROUPPER
+	RET
+
+// func x8Q6KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·x8Q6KTok4AVX2(SB), NOSPLIT, $128-48
+	MOVQ    nb+0(FP), AX
+	MOVQ    w+8(FP), CX
+	MOVQ    a+16(FP), DX
+	MOVQ    aStride+24(FP), BX
+	LEAQ    (BX)(BX*2), SI
+	VXORPS  Y0, Y0, Y0
+	VMOVUPS Y0, (SP)
+	VMOVUPS Y0, 32(SP)
+	VMOVUPS Y0, 64(SP)
+	VMOVUPS Y0, 96(SP)
+
+x8Q6KTok4AVX2_loop:
+	VPMOVSXBW    16(CX), Y0
+	VPBROADCASTD 260(DX), Y1
+	VPMADDWD     Y0, Y1, Y1
+	VPBROADCASTD 260(DX)(BX*1), Y2
+	VPMADDWD     Y0, Y2, Y2
+	VPBROADCASTD 260(DX)(BX*2), Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPBROADCASTD 260(DX)(SI*1), Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPMOVSXBW    32(CX), Y0
+	VPBROADCASTD 264(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 264(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 264(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 264(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    48(CX), Y0
+	VPBROADCASTD 268(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 268(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 268(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 268(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    64(CX), Y0
+	VPBROADCASTD 272(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 272(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 272(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 272(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    80(CX), Y0
+	VPBROADCASTD 276(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 276(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 276(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 276(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    96(CX), Y0
+	VPBROADCASTD 280(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 280(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 280(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 280(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    112(CX), Y0
+	VPBROADCASTD 284(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 284(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 284(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 284(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    128(CX), Y0
+	VPBROADCASTD 288(DX), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPBROADCASTD 288(DX)(BX*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPBROADCASTD 288(DX)(BX*2), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPBROADCASTD 288(DX)(SI*1), Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VPSLLD       $0x05, Y1, Y1
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y1, Y0, Y1
+	VPSLLD       $0x05, Y2, Y2
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y2, Y0, Y2
+	VPSLLD       $0x05, Y3, Y3
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y3, Y0, Y3
+	VPSLLD       $0x05, Y4, Y4
+	VPXOR        Y0, Y0, Y0
+	VPSUBD       Y4, Y0, Y4
+	VPMOVSXBW    16(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      144(CX), Y6
+	VMOVDQU      176(CX), Y7
+	VMOVDQU      208(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 4(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 8(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 12(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 16(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 4(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 8(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 12(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 16(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 4(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 8(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 12(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 16(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 4(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 8(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 12(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 16(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      240(CX), Y5
+	VMOVDQU      272(CX), Y6
+	VMOVDQU      304(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 20(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 24(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 28(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 32(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 20(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 24(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 28(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 32(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 20(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 24(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 28(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 32(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 20(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 24(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 28(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 32(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    32(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      336(CX), Y6
+	VMOVDQU      368(CX), Y7
+	VMOVDQU      400(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 36(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 40(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 44(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 48(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 36(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 40(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 44(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 48(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 36(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 40(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 44(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 48(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 36(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 40(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 44(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 48(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      432(CX), Y5
+	VMOVDQU      464(CX), Y6
+	VMOVDQU      496(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 52(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 56(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 60(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 64(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 52(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 56(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 60(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 64(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 52(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 56(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 60(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 64(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 52(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 56(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 60(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 64(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    48(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      528(CX), Y6
+	VMOVDQU      560(CX), Y7
+	VMOVDQU      592(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 68(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 72(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 76(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 80(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 68(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 72(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 76(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 80(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 68(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 72(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 76(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 80(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 68(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 72(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 76(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 80(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      624(CX), Y5
+	VMOVDQU      656(CX), Y6
+	VMOVDQU      688(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 84(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 88(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 92(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 96(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 84(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 88(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 92(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 96(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 84(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 88(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 92(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 96(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 84(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 88(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 92(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 96(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    64(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      720(CX), Y6
+	VMOVDQU      752(CX), Y7
+	VMOVDQU      784(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 100(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 104(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 108(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 112(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 100(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 104(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 108(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 112(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 100(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 104(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 108(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 112(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 100(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 104(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 108(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 112(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      816(CX), Y5
+	VMOVDQU      848(CX), Y6
+	VMOVDQU      880(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 116(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 120(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 124(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 128(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 116(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 120(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 124(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 128(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 116(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 120(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 124(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 128(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 116(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 120(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 124(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 128(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    80(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      912(CX), Y6
+	VMOVDQU      944(CX), Y7
+	VMOVDQU      976(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 132(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 136(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 140(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 144(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 132(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 136(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 140(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 144(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 132(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 136(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 140(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 144(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 132(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 136(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 140(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 144(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      1008(CX), Y5
+	VMOVDQU      1040(CX), Y6
+	VMOVDQU      1072(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 148(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 152(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 156(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 160(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 148(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 152(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 156(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 160(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 148(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 152(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 156(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 160(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 148(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 152(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 156(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 160(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    96(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1104(CX), Y6
+	VMOVDQU      1136(CX), Y7
+	VMOVDQU      1168(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 164(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 168(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 172(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 176(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 164(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 168(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 172(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 176(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 164(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 168(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 172(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 176(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 164(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 168(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 172(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 176(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      1200(CX), Y5
+	VMOVDQU      1232(CX), Y6
+	VMOVDQU      1264(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 180(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 184(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 188(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 192(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 180(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 184(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 188(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 192(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 180(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 184(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 188(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 192(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 180(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 184(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 188(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 192(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    112(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1296(CX), Y6
+	VMOVDQU      1328(CX), Y7
+	VMOVDQU      1360(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 196(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 200(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 204(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 208(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 196(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 200(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 204(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 208(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 196(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 200(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 204(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 208(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 196(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 200(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 204(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 208(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      1392(CX), Y5
+	VMOVDQU      1424(CX), Y6
+	VMOVDQU      1456(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 212(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 216(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 220(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 224(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 212(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 216(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 220(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 224(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 212(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 216(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 220(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 224(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 212(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 216(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 220(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 224(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VPMOVSXBW    128(CX), Y0
+	VPSHUFB      k_q6k_dupw<>+0(SB), Y0, Y5
+	VPSHUFB      k_q6k_dupw<>+32(SB), Y0, Y0
+	VMOVDQU      1488(CX), Y6
+	VMOVDQU      1520(CX), Y7
+	VMOVDQU      1552(CX), Y8
+	VPAND        k_m4<>+0(SB), Y6, Y9
+	VPSLLW       $0x04, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSLLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y7, Y11
+	VPAND        k_30<>+0(SB), Y8, Y10
+	VPOR         Y10, Y11, Y11
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        k_m4<>+0(SB), Y7, Y7
+	VPSRLW       $0x02, Y8, Y10
+	VPAND        k_30<>+0(SB), Y10, Y10
+	VPOR         Y10, Y7, Y7
+	VPBROADCASTD 228(DX), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 232(DX), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 236(DX), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 240(DX), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y1, Y1
+	VPADDD       Y10, Y1, Y1
+	VPBROADCASTD 228(DX)(BX*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 232(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 236(DX)(BX*1), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 240(DX)(BX*1), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y2, Y2
+	VPADDD       Y10, Y2, Y2
+	VPBROADCASTD 228(DX)(BX*2), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 232(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y6, Y10
+	VPADDW       Y10, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 236(DX)(BX*2), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPBROADCASTD 240(DX)(BX*2), Y12
+	VPMADDUBSW   Y12, Y7, Y12
+	VPADDW       Y12, Y10, Y10
+	VPMADDWD     Y5, Y10, Y10
+	VPADDD       Y8, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 228(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPBROADCASTD 232(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y6, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y5, Y8, Y8
+	VPBROADCASTD 236(DX)(SI*1), Y6
+	VPMADDUBSW   Y6, Y11, Y6
+	VPBROADCASTD 240(DX)(SI*1), Y9
+	VPMADDUBSW   Y9, Y7, Y9
+	VPADDW       Y9, Y6, Y6
+	VPMADDWD     Y5, Y6, Y6
+	VPADDD       Y8, Y4, Y4
+	VPADDD       Y6, Y4, Y4
+	VMOVDQU      1584(CX), Y5
+	VMOVDQU      1616(CX), Y6
+	VMOVDQU      1648(CX), Y7
+	VPAND        k_m4<>+0(SB), Y5, Y8
+	VPSLLW       $0x04, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y8, Y8
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y5, Y5
+	VPAND        k_m4<>+0(SB), Y6, Y10
+	VPAND        k_30<>+0(SB), Y7, Y9
+	VPOR         Y9, Y10, Y10
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        k_m4<>+0(SB), Y6, Y6
+	VPSRLW       $0x02, Y7, Y9
+	VPAND        k_30<>+0(SB), Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPBROADCASTD 244(DX), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 248(DX), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 252(DX), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 256(DX), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y1, Y1
+	VPADDD       Y9, Y1, Y1
+	VPBROADCASTD 244(DX)(BX*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 248(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 252(DX)(BX*1), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 256(DX)(BX*1), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y2, Y2
+	VPADDD       Y9, Y2, Y2
+	VPBROADCASTD 244(DX)(BX*2), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 248(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y5, Y9
+	VPADDW       Y9, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 252(DX)(BX*2), Y9
+	VPMADDUBSW   Y9, Y10, Y9
+	VPBROADCASTD 256(DX)(BX*2), Y11
+	VPMADDUBSW   Y11, Y6, Y11
+	VPADDW       Y11, Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y7, Y3, Y3
+	VPADDD       Y9, Y3, Y3
+	VPBROADCASTD 244(DX)(SI*1), Y7
+	VPMADDUBSW   Y7, Y8, Y7
+	VPBROADCASTD 248(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y5, Y8
+	VPADDW       Y8, Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPBROADCASTD 252(DX)(SI*1), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPBROADCASTD 256(DX)(SI*1), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y7, Y4, Y4
+	VPADDD       Y5, Y4, Y4
+	VCVTPH2PS    (CX), Y0
+	VBROADCASTSS (DX), Y5
+	VMULPS       Y0, Y5, Y5
+	VCVTDQ2PS    Y1, Y1
+	VFMADD213PS  (SP), Y5, Y1
+	VMOVUPS      Y1, (SP)
+	VBROADCASTSS (DX)(BX*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y2, Y2
+	VFMADD213PS  32(SP), Y1, Y2
+	VMOVUPS      Y2, 32(SP)
+	VBROADCASTSS (DX)(BX*2), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y3, Y3
+	VFMADD213PS  64(SP), Y1, Y3
+	VMOVUPS      Y3, 64(SP)
+	VBROADCASTSS (DX)(SI*1), Y1
+	VMULPS       Y0, Y1, Y1
+	VCVTDQ2PS    Y4, Y4
+	VFMADD213PS  96(SP), Y1, Y4
+	VMOVUPS      Y4, 96(SP)
+	ADDQ         $0x00000690, CX
+	ADDQ         $0x00000124, DX
+	DECQ         AX
+	JNZ          x8Q6KTok4AVX2_loop
+	MOVQ         out+32(FP), AX
+	MOVQ         outStride+40(FP), CX
+	SHLQ         $0x02, CX
+	VMOVUPS      (SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      32(SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      64(SP), Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         CX, AX
+	VMOVUPS      96(SP), Y0
+	VMOVUPS      Y0, (AX)
 	VZEROUPPER
 	RET
 
@@ -2422,4 +10391,217 @@ f16q_loop:
 	DECQ      AX
 	JNZ       f16q_loop
 	VZEROUPPER
+	RET
+
+// func fmaAVX2(a float32, b float32, c float32) float32
+// Requires: FMA3, SSE
+TEXT ·fmaAVX2(SB), NOSPLIT, $0-20
+	MOVSS       a+0(FP), X0
+	MOVSS       b+4(FP), X1
+	MOVSS       c+8(FP), X2
+	VFMADD231SS X1, X0, X2
+	MOVSS       X2, ret+16(FP)
+	RET
+
+DATA k_exp_r<>+0(SB)/8, $0x4b4000004b400000
+DATA k_exp_r<>+8(SB)/8, $0x4b4000004b400000
+DATA k_exp_r<>+16(SB)/8, $0x4b4000004b400000
+DATA k_exp_r<>+24(SB)/8, $0x4b4000004b400000
+GLOBL k_exp_r<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_c0<>+0(SB)/8, $0x3fb8aa3b3fb8aa3b
+DATA k_exp_c0<>+8(SB)/8, $0x3fb8aa3b3fb8aa3b
+DATA k_exp_c0<>+16(SB)/8, $0x3fb8aa3b3fb8aa3b
+DATA k_exp_c0<>+24(SB)/8, $0x3fb8aa3b3fb8aa3b
+GLOBL k_exp_c0<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_ln1<>+0(SB)/8, $0x3f3172003f317200
+DATA k_exp_ln1<>+8(SB)/8, $0x3f3172003f317200
+DATA k_exp_ln1<>+16(SB)/8, $0x3f3172003f317200
+DATA k_exp_ln1<>+24(SB)/8, $0x3f3172003f317200
+GLOBL k_exp_ln1<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_ln2<>+0(SB)/8, $0x35bfbe8e35bfbe8e
+DATA k_exp_ln2<>+8(SB)/8, $0x35bfbe8e35bfbe8e
+DATA k_exp_ln2<>+16(SB)/8, $0x35bfbe8e35bfbe8e
+DATA k_exp_ln2<>+24(SB)/8, $0x35bfbe8e35bfbe8e
+GLOBL k_exp_ln2<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_p0<>+0(SB)/8, $0x3c0720103c072010
+DATA k_exp_p0<>+8(SB)/8, $0x3c0720103c072010
+DATA k_exp_p0<>+16(SB)/8, $0x3c0720103c072010
+DATA k_exp_p0<>+24(SB)/8, $0x3c0720103c072010
+GLOBL k_exp_p0<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_p1<>+0(SB)/8, $0x3d2b9f173d2b9f17
+DATA k_exp_p1<>+8(SB)/8, $0x3d2b9f173d2b9f17
+DATA k_exp_p1<>+16(SB)/8, $0x3d2b9f173d2b9f17
+DATA k_exp_p1<>+24(SB)/8, $0x3d2b9f173d2b9f17
+GLOBL k_exp_p1<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_p2<>+0(SB)/8, $0x3e2aaf333e2aaf33
+DATA k_exp_p2<>+8(SB)/8, $0x3e2aaf333e2aaf33
+DATA k_exp_p2<>+16(SB)/8, $0x3e2aaf333e2aaf33
+DATA k_exp_p2<>+24(SB)/8, $0x3e2aaf333e2aaf33
+GLOBL k_exp_p2<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_p3<>+0(SB)/8, $0x3efffedb3efffedb
+DATA k_exp_p3<>+8(SB)/8, $0x3efffedb3efffedb
+DATA k_exp_p3<>+16(SB)/8, $0x3efffedb3efffedb
+DATA k_exp_p3<>+24(SB)/8, $0x3efffedb3efffedb
+GLOBL k_exp_p3<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_p4<>+0(SB)/8, $0x3f7ffff63f7ffff6
+DATA k_exp_p4<>+8(SB)/8, $0x3f7ffff63f7ffff6
+DATA k_exp_p4<>+16(SB)/8, $0x3f7ffff63f7ffff6
+DATA k_exp_p4<>+24(SB)/8, $0x3f7ffff63f7ffff6
+GLOBL k_exp_p4<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_one<>+0(SB)/8, $0x3f8000003f800000
+DATA k_exp_one<>+8(SB)/8, $0x3f8000003f800000
+DATA k_exp_one<>+16(SB)/8, $0x3f8000003f800000
+DATA k_exp_one<>+24(SB)/8, $0x3f8000003f800000
+GLOBL k_exp_one<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_126<>+0(SB)/8, $0x42fc000042fc0000
+DATA k_exp_126<>+8(SB)/8, $0x42fc000042fc0000
+DATA k_exp_126<>+16(SB)/8, $0x42fc000042fc0000
+DATA k_exp_126<>+24(SB)/8, $0x42fc000042fc0000
+GLOBL k_exp_126<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_192<>+0(SB)/8, $0x4340000043400000
+DATA k_exp_192<>+8(SB)/8, $0x4340000043400000
+DATA k_exp_192<>+16(SB)/8, $0x4340000043400000
+DATA k_exp_192<>+24(SB)/8, $0x4340000043400000
+GLOBL k_exp_192<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_7f<>+0(SB)/8, $0x7f0000007f000000
+DATA k_exp_7f<>+8(SB)/8, $0x7f0000007f000000
+DATA k_exp_7f<>+16(SB)/8, $0x7f0000007f000000
+DATA k_exp_7f<>+24(SB)/8, $0x7f0000007f000000
+GLOBL k_exp_7f<>(SB), RODATA|NOPTR, $32
+
+DATA k_exp_82<>+0(SB)/8, $0x8200000082000000
+DATA k_exp_82<>+8(SB)/8, $0x8200000082000000
+DATA k_exp_82<>+16(SB)/8, $0x8200000082000000
+DATA k_exp_82<>+24(SB)/8, $0x8200000082000000
+GLOBL k_exp_82<>(SB), RODATA|NOPTR, $32
+
+// func swigluAVX2(n8 int, out *float32, gate *float32, up *float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·swigluAVX2(SB), NOSPLIT, $0-32
+	MOVQ n8+0(FP), AX
+	MOVQ out+8(FP), CX
+	MOVQ gate+16(FP), DX
+	MOVQ up+24(FP), BX
+
+swigluAVX2_loop:
+	VMOVUPS      (DX), Y0
+	VXORPS       Y1, Y1, Y1
+	VSUBPS       Y0, Y1, Y1
+	VMOVUPS      k_exp_r<>+0(SB), Y2
+	VFMADD231PS  k_exp_c0<>+0(SB), Y1, Y2
+	VSUBPS       k_exp_r<>+0(SB), Y2, Y3
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS k_exp_ln1<>+0(SB), Y3, Y1
+	VMOVAPS      Y1, Y1
+	VFNMADD231PS k_exp_ln2<>+0(SB), Y3, Y1
+	VPSLLD       $0x17, Y2, Y2
+	VPADDD       k_exp_one<>+0(SB), Y2, Y4
+	VMULPS       Y1, Y1, Y5
+	VMOVUPS      k_exp_p1<>+0(SB), Y6
+	VFMADD231PS  k_exp_p0<>+0(SB), Y1, Y6
+	VMOVUPS      k_exp_p3<>+0(SB), Y7
+	VFMADD231PS  k_exp_p2<>+0(SB), Y1, Y7
+	VFMADD231PS  Y5, Y6, Y7
+	VMULPS       k_exp_p4<>+0(SB), Y1, Y1
+	VFMADD231PS  Y5, Y7, Y1
+	VPSLLD       $0x01, Y3, Y5
+	VPSRLD       $0x01, Y5, Y5
+	VCMPPS       $0x1e, k_exp_126<>+0(SB), Y5, Y6
+	VCMPPS       $0x1e, k_exp_192<>+0(SB), Y5, Y5
+	VMOVAPS      Y4, Y7
+	VFMADD231PS  Y1, Y4, Y7
+	VXORPS       Y4, Y4, Y4
+	VCMPPS       $0x12, Y4, Y3, Y4
+	VANDPS       k_exp_82<>+0(SB), Y4, Y4
+	VPADDD       k_exp_7f<>+0(SB), Y4, Y3
+	VPSUBD       Y4, Y2, Y2
+	VMOVAPS      Y2, Y4
+	VFMADD231PS  Y1, Y2, Y4
+	VMULPS       Y3, Y4, Y4
+	VMULPS       Y3, Y3, Y1
+	VBLENDVPS    Y6, Y4, Y7, Y7
+	VBLENDVPS    Y5, Y1, Y7, Y7
+	VADDPS       k_exp_one<>+0(SB), Y7, Y7
+	VDIVPS       Y7, Y0, Y0
+	VMULPS       (BX), Y0, Y0
+	VMOVUPS      Y0, (CX)
+	ADDQ         $0x20, CX
+	ADDQ         $0x20, DX
+	ADDQ         $0x20, BX
+	DECQ         AX
+	JNZ          swigluAVX2_loop
+	VZEROUPPER
+	RET
+
+// func expSubAVX2(n8 int, x *float32, m float32) float64
+// Requires: AVX, AVX2, FMA3, SSE2
+TEXT ·expSubAVX2(SB), NOSPLIT, $0-32
+	MOVQ         n8+0(FP), AX
+	MOVQ         x+8(FP), CX
+	VBROADCASTSS m+16(FP), Y0
+	VXORPD       X1, X1, X1
+
+expSubAVX2_loop:
+	VMOVUPS      (CX), Y2
+	VSUBPS       Y0, Y2, Y2
+	VMOVUPS      k_exp_r<>+0(SB), Y3
+	VFMADD231PS  k_exp_c0<>+0(SB), Y2, Y3
+	VSUBPS       k_exp_r<>+0(SB), Y3, Y4
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS k_exp_ln1<>+0(SB), Y4, Y2
+	VMOVAPS      Y2, Y2
+	VFNMADD231PS k_exp_ln2<>+0(SB), Y4, Y2
+	VPSLLD       $0x17, Y3, Y3
+	VPADDD       k_exp_one<>+0(SB), Y3, Y5
+	VMULPS       Y2, Y2, Y6
+	VMOVUPS      k_exp_p1<>+0(SB), Y7
+	VFMADD231PS  k_exp_p0<>+0(SB), Y2, Y7
+	VMOVUPS      k_exp_p3<>+0(SB), Y8
+	VFMADD231PS  k_exp_p2<>+0(SB), Y2, Y8
+	VFMADD231PS  Y6, Y7, Y8
+	VMULPS       k_exp_p4<>+0(SB), Y2, Y2
+	VFMADD231PS  Y6, Y8, Y2
+	VPSLLD       $0x01, Y4, Y6
+	VPSRLD       $0x01, Y6, Y6
+	VCMPPS       $0x1e, k_exp_126<>+0(SB), Y6, Y7
+	VCMPPS       $0x1e, k_exp_192<>+0(SB), Y6, Y6
+	VMOVAPS      Y5, Y8
+	VFMADD231PS  Y2, Y5, Y8
+	VXORPS       Y5, Y5, Y5
+	VCMPPS       $0x12, Y5, Y4, Y5
+	VANDPS       k_exp_82<>+0(SB), Y5, Y5
+	VPADDD       k_exp_7f<>+0(SB), Y5, Y4
+	VPSUBD       Y5, Y3, Y3
+	VMOVAPS      Y3, Y5
+	VFMADD231PS  Y2, Y3, Y5
+	VMULPS       Y4, Y5, Y5
+	VMULPS       Y4, Y4, Y2
+	VBLENDVPS    Y7, Y5, Y8, Y8
+	VBLENDVPS    Y6, Y2, Y8, Y8
+	VMOVUPS      Y8, (CX)
+	VEXTRACTF128 $0x01, Y8, X2
+	VADDPS       X2, X8, X2
+	VMOVHLPS     X2, X2, X3
+	VADDPS       X3, X2, X2
+	VMOVSHDUP    X2, X3
+	VADDSS       X3, X2, X2
+	VCVTSS2SD    X2, X2, X2
+	VADDSD       X2, X1, X1
+	ADDQ         $0x20, CX
+	DECQ         AX
+	JNZ          expSubAVX2_loop
+	VZEROUPPER
+	MOVSD        X1, ret+24(FP)
 	RET

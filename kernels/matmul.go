@@ -8,13 +8,16 @@ import (
 	"unsafe"
 )
 
-// Matrix is a row-major weight matrix in one tensor type: Rows rows of Cols
-// elements, row r at Data[r*RowBytes() : (r+1)*RowBytes()]. Data usually
-// aliases a memory-mapped model file. In GGUF terms Cols = Dims[0].
+// Matrix is a weight matrix in one tensor type: Rows rows of Cols elements.
+// In LayoutRows (the zero value, the file's layout) row r is at
+// Data[r*RowBytes() : (r+1)*RowBytes()] and Data usually aliases a
+// memory-mapped model file; in LayoutX8 groups of eight rows are
+// interleaved (x8.go). In GGUF terms Cols = Dims[0].
 type Matrix struct {
 	Type       Type
 	Rows, Cols int
 	Data       []byte
+	Layout     Layout
 }
 
 // NewMatrix checks that data holds exactly rows×cols elements of type t.
@@ -35,8 +38,12 @@ func NewMatrix(t Type, rows, cols int, data []byte) (*Matrix, error) {
 // RowBytes is the size in bytes of one row.
 func (m *Matrix) RowBytes() int { return m.Cols / m.Type.BlockSize() * m.Type.TypeSize() }
 
-// Row returns the bytes of row r.
+// Row returns the bytes of row r of a matrix in LayoutRows (it panics on
+// another layout: use UnpackX8Row).
 func (m *Matrix) Row(r int) []byte {
+	if m.Layout != LayoutRows {
+		panic("kernels: Matrix.Row on a matrix in layout " + m.Layout.String())
+	}
 	rb := m.RowBytes()
 	return m.Data[r*rb : (r+1)*rb : (r+1)*rb]
 }
@@ -53,6 +60,24 @@ func GetRow(dst []float32, w *Matrix, row int) error {
 	if err != nil {
 		return err
 	}
+	if w.Layout == LayoutX8 && row < w.Rows&^7 {
+		// Block by block through a buffer on the stack: no allocation
+		// per token when a tied embedding is repacked.
+		var blk [blockQ6_KSize]byte
+		ts, bs := w.Type.TypeSize(), w.Type.BlockSize()
+		nb := w.Cols / bs
+		base := (row / 8) * nb * 8 * ts
+		for b := 0; b < nb; b++ {
+			unpackX8(w.Type, blk[:ts], w.Data[base+b*8*ts:base+(b+1)*8*ts], row%8)
+			f.Dequantize(dst[b*bs:(b+1)*bs], blk[:ts])
+		}
+		return nil
+	}
+	if w.Layout == LayoutX8 {
+		rb := w.RowBytes()
+		f.Dequantize(dst[:w.Cols], w.Data[row*rb:(row+1)*rb])
+		return nil
+	}
 	f.Dequantize(dst[:w.Cols], w.Row(row))
 	return nil
 }
@@ -67,8 +92,17 @@ func Dequantize(dst []float32, w *Matrix) error {
 		return err
 	}
 	rb := w.RowBytes()
+	var buf []byte
+	if w.Layout == LayoutX8 {
+		buf = make([]byte, rb)
+	}
 	for r := 0; r < w.Rows; r++ {
-		f.Dequantize(dst[r*w.Cols:(r+1)*w.Cols], w.Data[r*rb:(r+1)*rb])
+		row := w.Data[r*rb : (r+1)*rb]
+		if buf != nil {
+			UnpackX8Row(buf, w, r)
+			row = buf
+		}
+		f.Dequantize(dst[r*w.Cols:(r+1)*w.Cols], row)
 	}
 	return nil
 }
@@ -105,6 +139,13 @@ type BackendSpec struct {
 	// call computes a block of outputs, each of which must be bit-identical
 	// to the type's dot product (Dots[type], else the registry's).
 	Tiles map[Type]DotTileFunc
+	// TilesX8 replaces, per weight type, the kernel of matrices in
+	// LayoutX8 (x8.go); the generic backend's unpack rows and use the dot.
+	TilesX8 map[Type]X8TileFunc
+	// SwiGLU and ExpSub replace the vector parts of SwiGLU and Softmax
+	// (bit-identical).
+	SwiGLU swigluFunc
+	ExpSub expSubFunc
 	// Priority ranks backends for BackendByName(""): the highest wins
 	// (cpu-generic has 0). Register only backends the CPU can run.
 	Priority int
@@ -119,6 +160,9 @@ type Backend struct {
 	dots  map[Type]DotFunc
 	acts  map[Type]QuantizeFunc
 	tiles map[Type]DotTileFunc
+	x8    map[Type]X8TileFunc
+	glu   swigluFunc
+	exp   expSubFunc
 	cache [64]atomic.Pointer[kernel]
 }
 
@@ -127,6 +171,7 @@ type kernel struct {
 	dot         DotFunc
 	tile        DotTileFunc  // nil: loop over dot
 	anyTile     DotTileFunc  // tile, or a loop over dot
+	x8          X8TileFunc   // nil: the type has no x8 layout
 	act         QuantizeFunc // nil: F32 activations used in place
 }
 
@@ -164,7 +209,7 @@ func RegisterBackend(s BackendSpec) (*Backend, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("kernels: backend needs a name")
 	}
-	b := &Backend{name: s.Name, prio: s.Priority, dots: map[Type]DotFunc{}, acts: map[Type]QuantizeFunc{}, tiles: map[Type]DotTileFunc{}}
+	b := &Backend{name: s.Name, prio: s.Priority, dots: map[Type]DotFunc{}, acts: map[Type]QuantizeFunc{}, tiles: map[Type]DotTileFunc{}, x8: map[Type]X8TileFunc{}, glu: s.SwiGLU, exp: s.ExpSub}
 	for t, f := range genericActivations {
 		b.acts[t] = f
 	}
@@ -179,6 +224,12 @@ func RegisterBackend(s BackendSpec) (*Backend, error) {
 			return nil, fmt.Errorf("kernels: backend %s: nil tile override for %s", s.Name, t)
 		}
 		b.tiles[t] = f
+	}
+	for t, f := range s.TilesX8 {
+		if f == nil || !HasX8(t) {
+			return nil, fmt.Errorf("kernels: backend %s: bad x8 tile override for %s", s.Name, t)
+		}
+		b.x8[t] = f
 	}
 	for t, f := range s.Activations {
 		if f == nil {
@@ -243,6 +294,12 @@ func backendNamesLocked() []string {
 	return names
 }
 
+// SwiGLU is kernels.SwiGLU with this backend's kernels (bit-identical).
+func (b *Backend) SwiGLU(out, gate, up []float32) { swigluWith(out, gate, up, b.glu) }
+
+// Softmax is kernels.Softmax with this backend's kernels (bit-identical).
+func (b *Backend) Softmax(x []float32, scale float32) { softmaxWith(x, scale, b.exp) }
+
 // Name returns the backend's name, e.g. "cpu-generic".
 func (b *Backend) Name() string { return b.name }
 
@@ -267,6 +324,12 @@ func (b *Backend) kernel(t Type) (*kernel, error) {
 	k.anyTile = k.tile
 	if k.anyTile == nil {
 		k.anyTile = dotLoopTile(dot)
+	}
+	if HasX8(t) {
+		k.x8 = b.x8[t]
+		if k.x8 == nil {
+			k.x8 = genericX8Tile(t, dot)
+		}
 	}
 	if f.VecDotType != F32 || !littleEndian {
 		vf, err := FormatOf(f.VecDotType)
@@ -302,6 +365,37 @@ func (b *Backend) Dot(t Type) (DotFunc, Type, error) {
 		return nil, 0, err
 	}
 	return k.dot, k.vecDot, nil
+}
+
+// SupportsLayout reports (as an error) whether MatMul can use weights of
+// type t in layout l.
+func (b *Backend) SupportsLayout(t Type, l Layout) error {
+	k, err := b.kernel(t)
+	if err != nil {
+		return err
+	}
+	switch l {
+	case LayoutRows:
+		return nil
+	case LayoutX8:
+		if k.x8 == nil {
+			return fmt.Errorf("kernels: %s has no x8 layout", t)
+		}
+		return nil
+	}
+	return fmt.Errorf("kernels: unknown layout %s", l)
+}
+
+// TileX8 returns this backend's kernel for weights of type t in LayoutX8.
+func (b *Backend) TileX8(t Type) (X8TileFunc, error) {
+	k, err := b.kernel(t)
+	if err != nil {
+		return nil, err
+	}
+	if k.x8 == nil {
+		return nil, fmt.Errorf("kernels: %s has no x8 layout", t)
+	}
+	return k.x8, nil
 }
 
 // Tile returns this backend's row × token kernel for weights of type t (a
@@ -344,8 +438,10 @@ type mmOp struct {
 	data     []byte
 	rows     int
 	rowBytes int
+	groups   int // row groups in LayoutX8 (0: LayoutRows)
 	dot      DotFunc
 	tile     DotTileFunc
+	x8       X8TileFunc
 }
 
 // mmJob is the state of one matrix product, owned by the pool (which runs
@@ -436,6 +532,16 @@ func (b *Backend) MatMulMany(p *Pool, x []float32, nTok int, ops ...MatMulOp) {
 			panic(fmt.Sprintf("kernels: MatMul: %s matrix %d×%d has only %d bytes", w.Type, w.Rows, w.Cols, len(w.Data)))
 		}
 		j.ops[i] = mmOp{out: op.Out, data: w.Data, rows: w.Rows, rowBytes: rb, dot: k.dot, tile: k.tile}
+		switch w.Layout {
+		case LayoutRows:
+		case LayoutX8:
+			if k.x8 == nil {
+				panic(fmt.Sprintf("kernels: MatMul: %s has no x8 layout", w.Type))
+			}
+			j.ops[i].groups, j.ops[i].x8 = w.Rows/8, k.x8
+		default:
+			panic(fmt.Sprintf("kernels: MatMul: unknown layout %s", w.Layout))
+		}
 		j.rows += w.Rows
 	}
 
@@ -486,6 +592,18 @@ func (c *poolCore) mmChunk(_, start, end int) {
 			continue
 		}
 		out, dot, rb := op.out, op.dot, op.rowBytes
+		if g8 := 8 * op.groups; g8 > 0 {
+			// Row groups: both ends rounded to the nearest multiple of 8
+			// (the neighbouring chunk rounds the shared end the same way).
+			gs, ge := min((s+4)&^7, g8), min((e+4)&^7, g8)
+			if gs < ge {
+				op.x8(cols, op.data[gs*rb:ge*rb], (ge-gs)/8, act, stride, nTok, out[gs:], rows)
+			}
+			s = max(s, g8)
+			if s >= e {
+				continue
+			}
+		}
 		if op.tile != nil {
 			op.tile(cols, op.data[s*rb:], rb, e-s, act, stride, nTok, out[s:], rows)
 			continue

@@ -78,7 +78,14 @@ func Rope(x []float32, nHeads, headDim int, cs []float32) {
 // padded with masked entries, which contribute exactly 0), each group summed
 // in float32 in the AVX2 horizontal order and added to a float64 total; then
 // x = e * float32(1/total).
-func Softmax(x []float32, scale float32) {
+func Softmax(x []float32, scale float32) { softmaxWith(x, scale, nil) }
+
+// expSubFunc sets x[i] = expVec(x[i]-m) for i < 8*n8 and returns
+// Σ_g float64(hsum8(x[8g:8g+8])), added in order (an assembly twin of
+// Softmax's inner loop).
+type expSubFunc func(x []float32, n8 int, m float32) float64
+
+func softmaxWith(x []float32, scale float32, expSub expSubFunc) {
 	n := len(x)
 	if n == 0 {
 		return
@@ -93,7 +100,12 @@ func Softmax(x []float32, scale float32) {
 	}
 	var sum float64
 	var g [8]float32
-	for i := 0; i < n; i += 8 {
+	i0 := 0
+	if expSub != nil && n >= 8 {
+		sum = expSub(x, n/8, m)
+		i0 = n &^ 7
+	}
+	for i := i0; i < n; i += 8 {
 		k := min(8, n-i)
 		for l := 0; l < k; l++ {
 			e := expVec(x[i+l] - m)
@@ -114,11 +126,24 @@ func Softmax(x []float32, scale float32) {
 // SwiGLU sets out[i] = silu(gate[i]) * up[i] over one row, as
 // ggml_vec_swiglu_f32: groups of 8 use x/(1+ggml_v_expf(-x)), the tail uses
 // x/(1+expf(-x)). out may alias gate or up.
-func SwiGLU(out, gate, up []float32) {
+func SwiGLU(out, gate, up []float32) { swigluWith(out, gate, up, nil) }
+
+// swigluFunc computes SwiGLU's vector part (the first n8 groups of 8).
+type swigluFunc func(out, gate, up []float32, n8 int)
+
+func swigluWith(out, gate, up []float32, vec swigluFunc) {
 	n := len(gate)
 	out = out[:n]
 	up = up[:n]
 	v := n &^ 7
+	if vec != nil && v > 0 {
+		vec(out, gate, up, v/8)
+		for i := v; i < n; i++ {
+			x := gate[i]
+			out[i] = x / (1 + expf(-x)) * up[i]
+		}
+		return
+	}
 	for i := 0; i < v; i++ {
 		x := gate[i]
 		out[i] = x / (1 + expVec(0-x)) * up[i]
@@ -146,16 +171,43 @@ func Add(out, a, b []float32) {
 // in for libm's expf.
 func expf(x float32) float32 { return float32(math.Exp(float64(x))) }
 
-// fma32 is a fused float32 multiply-add up to double rounding: the float64
-// product of two float32 values is exact, so a*b+c rounds once to float64
-// (whether or not the compiler fuses it) and then to float32.
+// fma32 is the fused float32 multiply-add a*b+c with a single rounding, as
+// the FMA instructions (VFMADD…PS/SS) compute it, for every input: it is the
+// pure-Go twin that lets assembly kernels use FMA and still match bit for
+// bit. The float64 product of two float32 values is exact; adding c in
+// float64 rounds once more, which could round twice in a row (to float64,
+// then to float32) and land on the wrong side of a float32 halfway point.
+// So the float64 sum is corrected to round-to-odd (its exact error, from
+// Knuth's TwoSum, says which neighbour to take when the rounded sum is
+// even), and round-to-odd in 53 bits followed by round-to-nearest-even in
+// 24 bits is the correctly rounded result (Boldo and Melquiond, 2008).
 func fma32(a, b, c float32) float32 {
-	return float32(float64(a)*float64(b) + float64(c))
+	p := float64(a) * float64(b) // exact: 48 significant bits at most
+	cc := float64(c)
+	s := p + cc
+	if s-s != 0 { // ±Inf or NaN: no rounding to correct
+		return float32(s)
+	}
+	// TwoSum: e = (p + cc) - s exactly.
+	bb := s - p
+	e := (p - (s - bb)) + (cc - bb)
+	if e != 0 {
+		u := math.Float64bits(s)
+		if u&1 == 0 {
+			if (e > 0) == (s > 0) {
+				u++ // the exact sum lies farther from zero
+			} else {
+				u--
+			}
+			s = math.Float64frombits(u)
+		}
+	}
+	return float32(s)
 }
 
 // expVec is one lane of ggml_v_expf, the AVX2+FMA exp approximation of
 // ggml's vec.h (from ARM's optimized routines; max error 1.45 ulp + 0.5).
-// FMA is emulated through float64 (see fma32).
+// FMA is fma32, exact.
 func expVec(x float32) float32 {
 	const (
 		r   = 0x1.8p23

@@ -246,28 +246,25 @@ func dequantizeQ4_K(dst []float32, src []byte) {
 	}
 }
 
-// dotQ4_KQ8_K is the Q4_K·Q8_K dot product. Accumulation order (the spec the
-// AVX2 twin must reproduce bit for bit; it is the structure of llama.cpp's
-// AVX2 ggml_vec_dot_q4_K_q8_K with a separate multiply and add in place of
-// each FMA):
+// dotQ4_KQ8_K is the Q4_K·Q8_K dot product. Accumulation order (the spec
+// every assembly kernel reproduces bit for bit, whatever its layout):
 //
-//	acc[0..7] = +0, accm[0..3] = +0 (float32)
+//	acc = +0, accm = +0 (float32)
 //	for each super-block in order:
 //	    d    = float32(y.d * fp16(x.d))
-//	    dmin = -float32(y.d * fp16(x.dmin))
-//	    sc_j, m_j (j = 0..7) from get_scale_min_k4
-//	    -- mins, through the activation's bsums (VPHADDW + VPMADDWD):
-//	    for k = 0..3:
-//	        p[k] = m_{2k}*(bsums[4k]+bsums[4k+1]) + m_{2k+1}*(bsums[4k+2]+bsums[4k+3])
-//	        accm[k] = accm[k] + float32(dmin * float32(p[k]))
-//	    -- scales: sub-block j covers elements 32j..32j+31 (q4 value v_e)
-//	    for l = 0..7:
-//	        s[l] = Σ_{j=0}^{7} sc_j * Σ_{e=32j+4l}^{32j+4l+3} v_e * y.qs[e]   (exact int32;
-//	               VPMADDUBSW then VPMADDWD by the broadcast scale)
-//	        acc[l] = acc[l] + float32(d * float32(s[l]))
-//	return hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
+//	    dmin = float32(y.d * fp16(x.dmin))
+//	    sc_j, m_j (j = 0..7) from get_scale_min_k4; v_e the 4-bit quant of e
+//	    sumi = Σ_{j=0}^{7} sc_j * Σ_{e=32j}^{32j+31} v_e * y.qs[e]        (exact int32)
+//	    summ = Σ_{j=0}^{7} m_j * (y.bsums[2j] + y.bsums[2j+1])          (exact int32)
+//	    acc  = fma32(d, float32(sumi), acc)
+//	    accm = fma32(dmin, float32(summ), accm)
+//	return acc - accm
 //
-// hsum8(acc) = ((acc0+acc4) + (acc2+acc6)) + ((acc1+acc5) + (acc3+acc7)).
+// One pair of float accumulators per row and one fused multiply-add each
+// per super-block: the structure of llama.cpp's repacked q4_K 8x8 kernels,
+// which lets an assembly kernel keep eight rows in the eight lanes of a
+// register (x8.go). |sumi| < 2^25 and |summ| < 2^22; float32(sumi) may
+// round, to nearest even as VCVTDQ2PS does.
 func dotQ4_KQ8_K(n int, w, a []byte) float32 {
 	if n%QK_K != 0 {
 		panic("kernels: Q4_K dot: n is not a multiple of 256")
@@ -275,54 +272,35 @@ func dotQ4_KQ8_K(n int, w, a []byte) float32 {
 	nb := n / QK_K
 	_ = w[:nb*blockQ4_KSize]
 	_ = a[:nb*blockQ8_KSize]
-	var acc [8]float32
-	var accm [4]float32
+	var acc, accm float32
 	for i := 0; i < nb; i++ {
 		x := (*[blockQ4_KSize]byte)(w[i*blockQ4_KSize:])
 		y := (*[blockQ8_KSize]byte)(a[i*blockQ8_KSize:])
 		yd := math.Float32frombits(binary.LittleEndian.Uint32(y[0:4]))
 		d := float32(yd * fp16At(x[0:2]))
-		dmin := -float32(yd * fp16At(x[2:4]))
+		dmin := float32(yd * fp16At(x[2:4]))
 		sc := (*[12]byte)(x[4:16])
-		var scales, mins [8]int32
+		bs := (*[32]byte)(y[260:292])
+		q8 := (*[QK_K]byte)(y[4:260])
+		var sumi, summ int32
 		for j := 0; j < 8; j++ {
 			s, m := scaleMinK4(j, sc)
-			scales[j], mins[j] = int32(s), int32(m)
-		}
-		bs := (*[32]byte)(y[260:292])
-		var b [16]int32
-		for g := 0; g < 16; g++ {
-			b[g] = int32(int16(uint16(bs[2*g]) | uint16(bs[2*g+1])<<8))
-		}
-		for k := 0; k < 4; k++ {
-			p := mins[2*k]*(b[4*k]+b[4*k+1]) + mins[2*k+1]*(b[4*k+2]+b[4*k+3])
-			accm[k] += float32(dmin * float32(p))
-		}
-
-		var s [8]int32
-		q8 := (*[QK_K]byte)(y[4:260])
-		for c := 0; c < 4; c++ {
-			q4 := (*[32]byte)(x[16+32*c:])
-			lo := (*[32]byte)(q8[64*c:])
-			hi := (*[32]byte)(q8[64*c+32:])
-			scl, sch := scales[2*c], scales[2*c+1]
-			for l := 0; l < 8; l++ {
-				e := 4 * l
-				b0, b1, b2, b3 := q4[e], q4[e+1], q4[e+2], q4[e+3]
-				sl := int32(b0&0xf)*int32(int8(lo[e])) +
-					int32(b1&0xf)*int32(int8(lo[e+1])) +
-					int32(b2&0xf)*int32(int8(lo[e+2])) +
-					int32(b3&0xf)*int32(int8(lo[e+3]))
-				sh := int32(b0>>4)*int32(int8(hi[e])) +
-					int32(b1>>4)*int32(int8(hi[e+1])) +
-					int32(b2>>4)*int32(int8(hi[e+2])) +
-					int32(b3>>4)*int32(int8(hi[e+3]))
-				s[l] += scl*sl + sch*sh
+			b0 := int32(int16(uint16(bs[4*j]) | uint16(bs[4*j+1])<<8))
+			b1 := int32(int16(uint16(bs[4*j+2]) | uint16(bs[4*j+3])<<8))
+			summ += int32(m) * (b0 + b1)
+			// Sub-block j: elements 32j..32j+31 are the low nibbles of
+			// qs[32(j/2) ..] for even j, the high nibbles for odd j.
+			q4 := (*[32]byte)(x[16+32*(j/2):])
+			yj := (*[32]byte)(q8[32*j:])
+			shift := 4 * uint(j%2)
+			var p int32
+			for l := 0; l < 32; l++ {
+				p += int32(q4[l]>>shift&0xf) * int32(int8(yj[l]))
 			}
+			sumi += int32(s) * p
 		}
-		for l := 0; l < 8; l++ {
-			acc[l] += float32(d * float32(s[l]))
-		}
+		acc = fma32(d, float32(sumi), acc)
+		accm = fma32(dmin, float32(summ), accm)
 	}
-	return hsum8(&acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
+	return acc - accm
 }

@@ -13,15 +13,15 @@ func TestQ4_KDot(t *testing.T) {
 	runDotTests(t, Q4_K, []int{256, 512, 4096, 65536})
 }
 
-// specDotQ4_K follows the comment on dotQ4_KQ8_K literally.
+// specDotQ4_K follows the comment on dotQ4_KQ8_K literally (with the
+// fused multiply-add computed through math/big).
 func specDotQ4_K(n int, w, a []byte) float32 {
-	var acc [8]float32
-	var accm [4]float32
+	var acc, accm float32
 	for b := 0; b < n/256; b++ {
 		x, y := w[144*b:144*b+144], a[292*b:292*b+292]
 		yd := math.Float32frombits(binary.LittleEndian.Uint32(y[0:]))
 		d := float32(yd * FP16ToFP32(binary.LittleEndian.Uint16(x[0:])))
-		dmin := -float32(yd * FP16ToFP32(binary.LittleEndian.Uint16(x[2:])))
+		dmin := float32(yd * FP16ToFP32(binary.LittleEndian.Uint16(x[2:])))
 		var sc, m [8]int32
 		s12 := x[4:16]
 		for j := 0; j < 8; j++ { // get_scale_min_k4, written out again
@@ -36,10 +36,6 @@ func specDotQ4_K(n int, w, a []byte) float32 {
 		for g := range bsums {
 			bsums[g] = int32(int16(binary.LittleEndian.Uint16(y[260+2*g:])))
 		}
-		for k := 0; k < 4; k++ {
-			p := m[2*k]*(bsums[4*k]+bsums[4*k+1]) + m[2*k+1]*(bsums[4*k+2]+bsums[4*k+3])
-			accm[k] = accm[k] + float32(dmin*float32(p))
-		}
 		var v [256]int32
 		for c := 0; c < 4; c++ {
 			for l := 0; l < 32; l++ {
@@ -47,19 +43,19 @@ func specDotQ4_K(n int, w, a []byte) float32 {
 				v[64*c+32+l] = int32(x[16+32*c+l] >> 4)
 			}
 		}
-		for l := 0; l < 8; l++ {
-			var s int32
-			for j := 0; j < 8; j++ {
-				var inner int32
-				for e := 32*j + 4*l; e < 32*j+4*l+4; e++ {
-					inner += v[e] * int32(int8(y[4+e]))
-				}
-				s += sc[j] * inner
+		var sumi, summ int32
+		for j := 0; j < 8; j++ {
+			var inner int32
+			for e := 32 * j; e < 32*j+32; e++ {
+				inner += v[e] * int32(int8(y[4+e]))
 			}
-			acc[l] = acc[l] + float32(d*float32(s))
+			sumi += sc[j] * inner
+			summ += m[j] * (bsums[2*j] + bsums[2*j+1])
 		}
+		acc = fma32Exact(d, float32(sumi), acc)
+		accm = fma32Exact(dmin, float32(summ), accm)
 	}
-	return specHsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
+	return acc - accm
 }
 
 func TestQ4_KDotSpecModel(t *testing.T) {

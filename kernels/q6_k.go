@@ -187,26 +187,24 @@ func dequantizeQ6_K(dst []float32, src []byte) {
 	}
 }
 
-// dotQ6_KQ8_K is the Q6_K·Q8_K dot product. Accumulation order (the spec the
-// AVX2 twin must reproduce bit for bit; it is the structure of llama.cpp's
-// AVX2 ggml_vec_dot_q6_K_q8_K with a separate multiply and add in place of
-// its FMA):
+// dotQ6_KQ8_K is the Q6_K·Q8_K dot product. Accumulation order (the spec
+// every assembly kernel reproduces bit for bit, whatever its layout):
 //
-//	acc[0..7] = +0 (float32)
+//	acc = +0 (float32)
 //	for each super-block in order:
 //	    d = float32(y.d * fp16(x.d))
 //	    u_e = unsigned 6-bit quant of element e (0..63, see the layout above)
 //	    sc_g = int8 scale of sub-block g (elements 16g..16g+15)
-//	    for l = 0..7 (exact int32 arithmetic):
-//	        s[l] = Σ_{c=0}^{7} Σ_{e=32c+4l}^{32c+4l+3} sc_{e/16} * u_e * y.qs[e]
-//	               (VPMADDUBSW(u, q8), then VPMADDWD by the scales)
-//	             - 32 * (bsums[2l]*sc_{2l} + bsums[2l+1]*sc_{2l+1})
-//	               (VPMADDWD(bsums, scales) << 5)
-//	        acc[l] = acc[l] + float32(d * float32(s[l]))
-//	return hsum8(acc) = ((acc0+acc4) + (acc2+acc6)) + ((acc1+acc5) + (acc3+acc7))
+//	    sumi = Σ_{g=0}^{15} sc_g * (Σ_{e=16g}^{16g+15} u_e * y.qs[e] - 32 * y.bsums[g])   (exact int32)
+//	    acc = fma32(d, float32(sumi), acc)
+//	return acc
 //
-// float32(s[l]) can round (|s| may exceed 2^24); it is VCVTDQ2PS's
-// round-to-nearest-even, as Go's conversion.
+// The -32 offset of the quants goes through the activation's sums per 16
+// elements (bsums), as in llama.cpp: for a Q8_K block made by quantizeQ8_K
+// it equals Σ (u_e - 32) * y.qs[e]. One float accumulator per row and one
+// fused multiply-add per super-block (the structure of llama.cpp's
+// repacked kernels; see x8.go). |sumi| < 2^27; float32(sumi) may round, to
+// nearest even as VCVTDQ2PS does.
 func dotQ6_KQ8_K(n int, w, a []byte) float32 {
 	if n%QK_K != 0 {
 		panic("kernels: Q6_K dot: n is not a multiple of 256")
@@ -214,7 +212,7 @@ func dotQ6_KQ8_K(n int, w, a []byte) float32 {
 	nb := n / QK_K
 	_ = w[:nb*blockQ6_KSize]
 	_ = a[:nb*blockQ8_KSize]
-	var acc [8]float32
+	var acc float32
 	var u [QK_K]uint8
 	for i := 0; i < nb; i++ {
 		x := (*[blockQ6_KSize]byte)(w[i*blockQ6_KSize:])
@@ -223,35 +221,16 @@ func dotQ6_KQ8_K(n int, w, a []byte) float32 {
 		unpackQ6_K(&u, x)
 		q8 := (*[QK_K]byte)(y[4:260])
 		bs := (*[32]byte)(y[260:292])
-		var s [8]int32
-		for l := 0; l < 8; l++ {
-			sc0 := int32(int8(x[192+2*l]))
-			sc1 := int32(int8(x[192+2*l+1]))
-			b0 := int32(int16(uint16(bs[4*l]) | uint16(bs[4*l+1])<<8))
-			b1 := int32(int16(uint16(bs[4*l+2]) | uint16(bs[4*l+3])<<8))
-			s[l] = -32 * (b0*sc0 + b1*sc1)
-		}
-		for c := 0; c < 8; c++ {
-			uc := (*[32]uint8)(u[32*c:])
-			yc := (*[32]byte)(q8[32*c:])
-			scA := int32(int8(x[192+2*c]))   // elements 0..15 of the chunk: lanes 0..3
-			scB := int32(int8(x[192+2*c+1])) // elements 16..31: lanes 4..7
-			for l := 0; l < 8; l++ {
-				e := 4 * l
-				p := int32(uc[e])*int32(int8(yc[e])) +
-					int32(uc[e+1])*int32(int8(yc[e+1])) +
-					int32(uc[e+2])*int32(int8(yc[e+2])) +
-					int32(uc[e+3])*int32(int8(yc[e+3]))
-				if l < 4 {
-					s[l] += scA * p
-				} else {
-					s[l] += scB * p
-				}
+		var sumi int32
+		for g := 0; g < 16; g++ {
+			var p int32
+			for e := 16 * g; e < 16*g+16; e++ {
+				p += int32(u[e]) * int32(int8(q8[e]))
 			}
+			p -= 32 * int32(int16(uint16(bs[2*g])|uint16(bs[2*g+1])<<8))
+			sumi += int32(int8(x[192+g])) * p
 		}
-		for l := 0; l < 8; l++ {
-			acc[l] += float32(d * float32(s[l]))
-		}
+		acc = fma32(d, float32(sumi), acc)
 	}
-	return hsum8(&acc)
+	return acc
 }

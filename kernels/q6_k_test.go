@@ -15,7 +15,7 @@ func TestQ6_KDot(t *testing.T) {
 
 // specDotQ6_K follows the comment on dotQ6_KQ8_K literally.
 func specDotQ6_K(n int, w, a []byte) float32 {
-	var acc [8]float32
+	var acc float32
 	for b := 0; b < n/256; b++ {
 		x, y := w[210*b:210*b+210], a[292*b:292*b+292]
 		yd := math.Float32frombits(binary.LittleEndian.Uint32(y[0:]))
@@ -32,18 +32,17 @@ func specDotQ6_K(n int, w, a []byte) float32 {
 		}
 		sc := func(g int) int32 { return int32(int8(x[192+g])) }
 		bsum := func(g int) int32 { return int32(int16(binary.LittleEndian.Uint16(y[260+2*g:]))) }
-		for l := 0; l < 8; l++ {
-			var s int32
-			for c := 0; c < 8; c++ {
-				for e := 32*c + 4*l; e < 32*c+4*l+4; e++ {
-					s += sc(e/16) * u[e] * int32(int8(y[4+e]))
-				}
+		var sumi int32
+		for g := 0; g < 16; g++ {
+			var inner int32
+			for e := 16 * g; e < 16*g+16; e++ {
+				inner += u[e] * int32(int8(y[4+e]))
 			}
-			s -= 32 * (bsum(2*l)*sc(2*l) + bsum(2*l+1)*sc(2*l+1))
-			acc[l] = acc[l] + float32(d*float32(s))
+			sumi += sc(g) * (inner - 32*bsum(g))
 		}
+		acc = fma32Exact(d, float32(sumi), acc)
 	}
-	return specHsum8(acc)
+	return acc
 }
 
 func TestQ6_KDotSpecModel(t *testing.T) {

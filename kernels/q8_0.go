@@ -110,24 +110,24 @@ func dequantizeQ8_0(dst []float32, src []byte) {
 	}
 }
 
-// dotQ8_0Q8_0 is the Q8_0·Q8_0 dot product. Accumulation order (the spec the
-// AVX2 twin must reproduce bit for bit; it is the lane structure of
-// llama.cpp's AVX2 ggml_vec_dot_q8_0_q8_0 with a separate multiply and add in
-// place of its FMA):
+// dotQ8_0Q8_0 is the Q8_0·Q8_0 dot product. Accumulation order (the spec
+// every assembly kernel reproduces bit for bit, whatever its layout):
 //
-//	acc[0..7] = +0 (float32)
+//	acc = +0 (float32)
 //	for each block b in order:
 //	    d = float32(fp16(x.d) * fp16(y.d))
-//	    for l = 0..7:
-//	        s[l] = Σ_{e=4l}^{4l+3} int32(x.qs[e]) * int32(y.qs[e])   (exact)
-//	        acc[l] = acc[l] + float32(d * float32(s[l]))
-//	return hsum8(acc) = ((acc0+acc4) + (acc2+acc6)) + ((acc1+acc5) + (acc3+acc7))
+//	    s = Σ_{e=0}^{31} int32(x.qs[e]) * int32(y.qs[e])   (exact; |s| < 2^24)
+//	    acc = fma32(d, float32(s), acc)                    (one rounding)
+//	return acc
 //
-// s[l] is what VPMADDUBSW (with the VPSIGNB trick: |x| times y signed by x)
-// + VPMADDWD by ones leave in 32-bit lane l. That trick is exact except when
-// an activation quant is -128 against a negative weight (VPSIGNB cannot negate
-// -128); no quantizer of this package emits -128 (their range is ±127), so
-// the twin may use it.
+// One float accumulator per row, one fused multiply-add per block: the
+// structure of llama.cpp's repacked (q8_0 4x8/8x8) kernels, which lets an
+// assembly kernel keep eight rows in the eight lanes of one register (see
+// x8.go). The assembly kernels compute s with the VPSIGNB trick (|x|
+// times y signed by x); that is exact except when an activation quant is
+// -128 against a negative weight (VPSIGNB cannot negate -128); no
+// quantizer of this package emits -128 (their range is ±127), so the twins
+// may use it.
 func dotQ8_0Q8_0(n int, w, a []byte) float32 {
 	if n%qk8_0 != 0 {
 		panic("kernels: Q8_0 dot: n is not a multiple of 32")
@@ -135,19 +135,16 @@ func dotQ8_0Q8_0(n int, w, a []byte) float32 {
 	nb := n / qk8_0
 	_ = w[:nb*blockQ8_0Size]
 	_ = a[:nb*blockQ8_0Size]
-	var acc [8]float32
+	var acc float32
 	for i := 0; i < nb; i++ {
 		x := (*[blockQ8_0Size]byte)(w[i*blockQ8_0Size:])
 		y := (*[blockQ8_0Size]byte)(a[i*blockQ8_0Size:])
 		d := float32(fp16At(x[0:2]) * fp16At(y[0:2]))
-		for l := 0; l < 8; l++ {
-			e := 2 + 4*l
-			s := int32(int8(x[e]))*int32(int8(y[e])) +
-				int32(int8(x[e+1]))*int32(int8(y[e+1])) +
-				int32(int8(x[e+2]))*int32(int8(y[e+2])) +
-				int32(int8(x[e+3]))*int32(int8(y[e+3]))
-			acc[l] += float32(d * float32(s))
+		var s int32
+		for e := 2; e < blockQ8_0Size; e++ {
+			s += int32(int8(x[e])) * int32(int8(y[e]))
 		}
+		acc = fma32(d, float32(s), acc)
 	}
-	return hsum8(&acc)
+	return acc
 }

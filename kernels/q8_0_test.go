@@ -13,23 +13,21 @@ func TestQ8_0Dot(t *testing.T) {
 }
 
 // specDotQ8_0 follows the comment on dotQ8_0Q8_0 literally, from decoded
-// blocks.
+// blocks (the fused multiply-add through math/big).
 func specDotQ8_0(n int, w, a []byte) float32 {
-	var acc [8]float32
+	var acc float32
 	for b := 0; b < n/32; b++ {
 		x, y := w[34*b:34*b+34], a[34*b:34*b+34]
 		dx := FP16ToFP32(uint16(x[0]) | uint16(x[1])<<8)
 		dy := FP16ToFP32(uint16(y[0]) | uint16(y[1])<<8)
 		d := float32(dx * dy)
-		for l := 0; l < 8; l++ {
-			var s int32
-			for e := 4 * l; e < 4*l+4; e++ {
-				s += int32(int8(x[2+e])) * int32(int8(y[2+e]))
-			}
-			acc[l] = acc[l] + float32(d*float32(s))
+		var s int32
+		for e := 0; e < 32; e++ {
+			s += int32(int8(x[2+e])) * int32(int8(y[2+e]))
 		}
+		acc = fma32Exact(d, float32(s), acc)
 	}
-	return specHsum8(acc)
+	return acc
 }
 
 func TestQ8_0DotSpecModel(t *testing.T) {

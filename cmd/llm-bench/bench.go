@@ -38,6 +38,7 @@ type benchCmd struct {
 	Reps     int      `short:"r" help:"Repetitions of each test." default:"3"`
 	Output   string   `short:"o" help:"Output format on stdout: md or json." enum:"md,json" default:"md"`
 	Backend  string   `help:"Kernel backend: cpu-avx2 or cpu-generic (default: the best this CPU runs)."`
+	Layout   string   `help:"Weight layout, a plan parameter: x8 (repacked at load) or rows (the file's layout) (default: the plan's, x8 on cpu-avx2)." enum:",x8,rows" default:""`
 	CacheDir string   `help:"Cache directory for synthetic models and quantized weights (default: $XDG_CACHE_HOME/llm-engine or ~/.cache/llm-engine)." type:"path"`
 	Compare  string   `help:"llama.cpp figures to compare with (../shared/BENCH-1B.json's format)." type:"path"`
 	SaveJSON string   `help:"Also write the results as JSON to this file." type:"path"`
@@ -54,6 +55,7 @@ type configResult struct {
 	File        string    `json:"file"`
 	Quant       string    `json:"quant"`
 	Backend     string    `json:"backend"`
+	Layout      string    `json:"weight_layout"`
 	Threads     int       `json:"threads"`
 	Params      int64     `json:"params"`
 	WeightBytes int64     `json:"weight_bytes"`
@@ -77,6 +79,7 @@ type result struct {
 	File        string    `json:"file"`
 	Quant       string    `json:"quant"`
 	Backend     string    `json:"backend"`
+	Layout      string    `json:"weight_layout"`
 	Threads     int       `json:"threads"`
 	Params      int64     `json:"params"`
 	WeightBytes int64     `json:"weight_bytes"`
@@ -202,20 +205,27 @@ func (c *benchCmd) synthModel() (string, error) {
 
 // resolveTypes resolves a plan quantizing with scheme q for the file and
 // returns the per-tensor targets, as the engine's facade does.
-func resolveTypes(f *gguf.File, q, backend string) (map[string]kernels.Type, error) {
+func resolveTypes(f *gguf.File, q, backend, layout string) (map[string]kernels.Type, kernels.Layout, error) {
 	p := &plan.Plan{Quantization: &plan.Quantization{Default: plan.Ptr(q)}}
 	if backend != "" {
 		p.Backend = plan.Ptr(backend)
 	}
+	if layout != "" {
+		p.WeightLayout = plan.Ptr(layout)
+	}
 	r, err := plan.Resolve(p, plan.ModelDescFromGGUF(f), plan.Env{UsableCPUs: runtime.NumCPU(), HasAVX2: kernels.HasAVX2})
 	if err != nil {
-		return nil, fmt.Errorf("-q %s: %w", q, err)
+		return nil, 0, fmt.Errorf("-q %s: %w", q, err)
 	}
 	types := map[string]kernels.Type{}
 	for _, d := range r.Tensors {
 		types[d.Name] = d.Target
 	}
-	return types, nil
+	l := kernels.LayoutRows
+	if *r.Plan.WeightLayout == plan.LayoutX8 {
+		l = kernels.LayoutX8
+	}
+	return types, l, nil
 }
 
 // load opens the model and loads it quantized with q on the pool.
@@ -231,12 +241,12 @@ func (c *benchCmd) load(q string, pool *kernels.Pool, progress func(done, total 
 	if err != nil {
 		return nil, nil, err
 	}
-	types, err := resolveTypes(f, q, c.Backend)
+	types, layout, err := resolveTypes(f, q, c.Backend, c.Layout)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
 	}
-	m, err := model.LoadCached(f, c.Model, c.CacheDir, model.Options{Backend: be, Pool: pool, Types: types, Progress: progress})
+	m, err := model.LoadCached(f, c.Model, c.CacheDir, model.Options{Backend: be, Pool: pool, Types: types, Progress: progress, Layout: layout})
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -291,6 +301,9 @@ func (c *benchCmd) spawn(q string, threads int) (*configResult, error) {
 		"-p", joinInts(c.Prompt), "-n", joinInts(c.Gen), "-r", strconv.Itoa(c.Reps), "--cache-dir", c.CacheDir}
 	if c.Backend != "" {
 		args = append(args, "--backend", c.Backend)
+	}
+	if c.Layout != "" {
+		args = append(args, "--layout", c.Layout)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
@@ -394,7 +407,7 @@ func (c *benchCmd) runChild() error {
 	if _, err := tg(1); err != nil {
 		return err
 	}
-	cr := configResult{Model: modelName(f, c.Model), File: c.Model, Quant: q, Backend: m.Backend().Name(), Threads: threads,
+	cr := configResult{Model: modelName(f, c.Model), File: c.Model, Quant: q, Backend: m.Backend().Name(), Layout: m.Layout().Layout.String(), Threads: threads,
 		LoadMS: loadMS, CachePath: m.Quantization().CachePath}
 	qi := m.Quantization()
 	for i := range f.Tensors {
@@ -464,7 +477,7 @@ func (cr *configResult) rows(cmp map[string]map[string]map[string]float64) []res
 	var out []result
 	for _, t := range cr.Tests {
 		avg, sd := meanSD(t.Samples)
-		r := result{Model: cr.Model, File: cr.File, Quant: cr.Quant, Backend: cr.Backend, Threads: cr.Threads,
+		r := result{Model: cr.Model, File: cr.File, Quant: cr.Quant, Backend: cr.Backend, Layout: cr.Layout, Threads: cr.Threads,
 			Params: cr.Params, WeightBytes: cr.WeightBytes, KVBytes: cr.KVBytes, Test: t.Test, NPrompt: t.NPrompt,
 			NGen: t.NGen, Samples: t.Samples, AvgTS: avg, StddevTS: sd, PeakRSS: cr.PeakRSS, LoadMS: cr.LoadMS}
 		r.RSSRatio = float64(cr.PeakRSS) / float64(cr.WeightBytes+cr.KVBytes)
@@ -538,7 +551,7 @@ func writeMarkdown(w io.Writer, rows []result, withRef bool) {
 	fmt.Fprintln(w, " ---: | ---: |")
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s | %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f |",
-			r.Model, r.Quant, float64(r.WeightBytes)/(1<<30), float64(r.Params)/1e9, r.Backend, r.Threads, r.Test, r.AvgTS, r.StddevTS)
+			r.Model, r.Quant, float64(r.WeightBytes)/(1<<30), float64(r.Params)/1e9, r.Backend+" "+r.Layout, r.Threads, r.Test, r.AvgTS, r.StddevTS)
 		if withRef {
 			if r.LlamaCppTS > 0 {
 				fmt.Fprintf(w, " %.2f | %.2f× |", r.LlamaCppTS, r.Ratio)

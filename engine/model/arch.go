@@ -484,7 +484,7 @@ func (m *Model) glu(gate, up []float32) {
 	if m.Config.GELU {
 		kernels.GeGLU(gate, gate, up)
 	} else {
-		kernels.SwiGLU(gate, gate, up)
+		m.backend.SwiGLU(gate, gate, up)
 	}
 }
 

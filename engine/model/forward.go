@@ -294,7 +294,7 @@ func (s *State) attention(worker, start, end int) {
 			for j := a; j < lo; j++ {
 				row[j] = float32(math.Inf(-1))
 			}
-			kernels.Softmax(row[a:nPos], s.attScale)
+			s.m.backend.Softmax(row[a:nPos], s.attScale)
 			clear(row[nPos:])
 		}
 		// out[g*hd + d] = vᵀ_d · p_g

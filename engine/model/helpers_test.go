@@ -152,15 +152,21 @@ func openModel(t testing.TB, m refModel, threads int) *Model {
 
 func openModelWith(t testing.TB, m refModel, threads int, b *kernels.Backend) *Model {
 	t.Helper()
+	return openModelLayout(t, m, threads, b, kernels.LayoutRows)
+}
+
+func openModelLayout(t testing.TB, m refModel, threads int, b *kernels.Backend, layout kernels.Layout) *Model {
+	t.Helper()
 	f, err := gguf.Open(filepath.Join(sharedDir(t), "models", m.file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	md, err := Load(f, Options{Pool: testPool(t, threads), Backend: b})
+	md, err := Load(f, Options{Pool: testPool(t, threads), Backend: b, Layout: layout})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { md.Close() })
 	return md
 }
 

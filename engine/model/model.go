@@ -77,6 +77,14 @@ type Options struct {
 	// Progress, when set, is called from the loading goroutine as tensors
 	// are converted, with the source bytes converted so far and the total.
 	Progress func(done, total int64)
+	// Layout is the layout of the matrix weights: kernels.LayoutX8
+	// repacks every matrix product weight of a type that has one
+	// (layout.go); kernels.LayoutRows (the zero value) computes from the
+	// file's layout.
+	Layout kernels.Layout
+	// RepackProgress, when set, is called as matrices are repacked, with
+	// the bytes repacked so far and the total.
+	RepackProgress func(done, total int64)
 
 	conv *converted // set by LoadCached: conversions already done
 }
@@ -114,8 +122,10 @@ type Model struct {
 	dotF32  kernels.DotFunc     // the backend's F32 dot product
 	tileF32 kernels.DotTileFunc // and its tile form (same results)
 
-	quant QuantInfo // what load-time conversion did (quantize.go)
-	cache io.Closer // the mapped cache entry holding converted tensors, if any
+	quant  QuantInfo  // what load-time conversion did (quantize.go)
+	cache  io.Closer  // the mapped cache entry holding converted tensors, if any
+	layout LayoutInfo // what repacking did (layout.go)
+	arena  []byte     // anonymous map holding the repacked matrices
 }
 
 // Backend returns the kernel set the model computes with.
@@ -154,6 +164,15 @@ func Load(f *gguf.File, opts Options) (*Model, error) {
 	l := loader{f: f, b: b, conv: conv.tensors}
 	if err := loadTensors(m, &l); err != nil {
 		return nil, err
+	}
+	switch opts.Layout {
+	case kernels.LayoutRows:
+	case kernels.LayoutX8:
+		if err := m.repack(opts.RepackProgress); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("model: unknown weight layout %s", opts.Layout)
 	}
 	return m, nil
 }

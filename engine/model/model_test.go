@@ -196,29 +196,42 @@ func TestDeterminism(t *testing.T) {
 }
 
 // TestBackendsAgree: the best backend of this CPU (cpu-avx2 where
-// available) gives logits bit-identical to the pure-Go one.
+// available) gives logits bit-identical to the pure-Go one, with the
+// weights in the file's layout and repacked to x8; and the pure-Go backend
+// agrees with itself across layouts.
 func TestBackendsAgree(t *testing.T) {
 	best, err := kernels.BackendByName("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if best == kernels.GenericBackend() {
-		t.Skip("only the generic backend on this CPU")
-	}
-	models := []refModel{stories, synth, tinyRandom, storiesQ8, synthQ8}
+	models := []refModel{stories, synth, tinyRandom, storiesQ8, synthQ8, synthQ4, synthQ6, storiesQ4}
 	if reduced() {
-		models = models[:3]
+		models = []refModel{stories, synthQ4, synthQ8}
+	}
+	type config struct {
+		be     *kernels.Backend
+		layout kernels.Layout
+	}
+	configs := []config{{kernels.GenericBackend(), kernels.LayoutX8}}
+	if best != kernels.GenericBackend() {
+		configs = append(configs, config{best, kernels.LayoutRows}, config{best, kernels.LayoutX8})
 	}
 	for _, rm := range models {
 		g := loadRef(t, rm, "p1")
 		a := teacherForced(t, openModel(t, rm, 2), g)
-		b := teacherForced(t, openModelWith(t, rm, 2, best), g)
-		if digest(a) != digest(b) {
-			d, at := maxAbsDiff(a, b)
-			t.Errorf("%s: %s and %s logits differ (max |Δ| %g at %d)", rm.dir, kernels.GenericBackendName, best.Name(), d, at)
+		for _, c := range configs {
+			m := openModelLayout(t, rm, 2, c.be, c.layout)
+			b := teacherForced(t, m, g)
+			if digest(a) != digest(b) {
+				d, at := maxAbsDiff(a, b)
+				t.Errorf("%s: %s and %s (layout %s) logits differ (max |Δ| %g at %d)", rm.dir, kernels.GenericBackendName, c.be.Name(), c.layout, d, at)
+			}
+			if c.layout == kernels.LayoutX8 && m.Layout().Matrices == 0 && rm.file != stories.file && rm.file != synth.file && rm.file != tinyRandom.file {
+				t.Errorf("%s: nothing was repacked", rm.dir)
+			}
 		}
 	}
-	t.Logf("%s and %s agree bit for bit on %d models", kernels.GenericBackendName, best.Name(), len(models))
+	t.Logf("%d kernel sets and layouts agree bit for bit with %s on %d models", len(configs), kernels.GenericBackendName, len(models))
 }
 
 func TestContextOverflow(t *testing.T) {

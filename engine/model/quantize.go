@@ -75,17 +75,26 @@ type QuantInfo struct {
 // Quantization reports the load-time conversion of the model's tensors.
 func (m *Model) Quantization() QuantInfo { return m.quant }
 
-// Close releases the cache entry the model's converted tensors are mapped
-// from (LoadCached). The model must not be used afterwards. Close does not
+// Close releases the memory of the repacked matrices (weight layout x8)
+// and the cache entry the model's converted tensors are mapped from
+// (LoadCached). The model must not be used afterwards. Close does not
 // close the model file given to Load. It is idempotent, and a no-op for
-// models without a cache entry.
+// models with neither.
 func (m *Model) Close() error {
+	var err error
+	if m.arena != nil {
+		err = unix.Munmap(m.arena)
+		m.arena = nil
+	}
 	if m.cache == nil {
-		return nil
+		return err
 	}
 	c := m.cache
 	m.cache = nil
-	return c.Close()
+	if cerr := c.Close(); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 type convTensor struct {

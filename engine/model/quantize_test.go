@@ -122,9 +122,14 @@ func sharedQuantCache(t testing.TB) string {
 // the cache, on a pool of the given size.
 func loadAtLoad(t testing.TB, c atLoadCase, threads int) *Model {
 	t.Helper()
+	return loadAtLoadLayout(t, c, threads, kernels.LayoutRows)
+}
+
+func loadAtLoadLayout(t testing.TB, c atLoadCase, threads int, layout kernels.Layout) *Model {
+	t.Helper()
 	f, path := openShared(t, c.parent)
 	m, err := LoadCached(f, path, sharedQuantCache(t), Options{
-		Pool: testPool(t, threads), Backend: bestBackend(t), Types: planTypes(t, f, c.scheme)})
+		Pool: testPool(t, threads), Backend: bestBackend(t), Types: planTypes(t, f, c.scheme), Layout: layout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,8 +265,13 @@ func TestQuantizedDeterminism(t *testing.T) {
 			g := loadRef(t, c.parent, "p1")
 			toks := append(append([]int32{}, g.PromptTokens...), g.GenTokens[:nGen]...)
 			var ref [32]byte
-			for threads := 1; threads <= 4; threads++ {
-				m := loadAtLoad(t, c, threads)
+			for run := 0; run < 8; run++ {
+				// threads 1-4 with the file's layout, then 1-4 repacked
+				threads, layout := run%4+1, kernels.LayoutRows
+				if run >= 4 {
+					layout = kernels.LayoutX8
+				}
+				m := loadAtLoadLayout(t, c, threads, layout)
 				V := m.Config.Vocab
 				s := m.NewState(len(toks))
 				batch := make([]float32, len(toks)*V)
@@ -269,10 +279,10 @@ func TestQuantizedDeterminism(t *testing.T) {
 					t.Fatal(err)
 				}
 				d := digest(batch)
-				if threads == 1 {
+				if run == 0 {
 					ref = d
 				} else if d != ref {
-					t.Errorf("%d threads: logits differ from 1 thread", threads)
+					t.Errorf("%d threads, layout %s: logits differ from 1 thread, layout rows", threads, layout)
 				}
 				s.Reset()
 				seq := make([]float32, len(toks)*V)
@@ -283,10 +293,10 @@ func TestQuantizedDeterminism(t *testing.T) {
 				}
 				if digest(seq) != ref {
 					dd, at := maxAbsDiff(seq, batch)
-					t.Errorf("%d threads: token-by-token logits differ from one batch (max |Δ| %g at %d)", threads, dd, at)
+					t.Errorf("%d threads, layout %s: token-by-token logits differ from one batch (max |Δ| %g at %d)", threads, layout, dd, at)
 				}
 			}
-			t.Logf("%s: logits sha256 %x identical for 1-4 threads, batch and token by token", c.name(), ref[:8])
+			t.Logf("%s: logits sha256 %x identical for 1-4 threads, layouts rows and x8, batch and token by token", c.name(), ref[:8])
 		})
 	}
 }

@@ -208,6 +208,9 @@ func Resolve(p *Plan, m ModelDesc, env Env) (*Resolved, error) {
 			es = append(es, FieldError{Pointer: "/backend", Message: fmt.Sprintf("backend %s cannot compute %s weights: %v", *full.Backend, t, err)})
 			continue
 		}
+		if *full.WeightLayout == LayoutX8 && kernels.HasX8(t) {
+			k += " x8"
+		}
 		r.Kernels[t.String()] = k
 	}
 	if l := full.Limits; *l.MaxWatts > 0 && !env.CanCapPower {
@@ -255,6 +258,11 @@ func withDefaults(p *Plan, m ModelDesc, env Env) (*Plan, []FieldError) {
 		setS(&f.Backend, BackendAVX2)
 	} else {
 		setS(&f.Backend, BackendGeneric)
+	}
+	if *f.Backend == BackendAVX2 {
+		setS(&f.WeightLayout, LayoutX8)
+	} else {
+		setS(&f.WeightLayout, LayoutRows)
 	}
 	if f.Quantization == nil {
 		f.Quantization = &Quantization{}

@@ -29,7 +29,7 @@ func TestResolveDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"version":1,"backend":"cpu-avx2","quantization":{"default":"source","overrides":{},"allow_requantize":false},` +
-		`"threads":3,"scheduler":{"policy":"latency","mode":"simple","max_batch":1,"max_queue":64,"max_wait_ms":0},` +
+		`"weight_layout":"x8","threads":3,"scheduler":{"policy":"latency","mode":"simple","max_batch":1,"max_queue":64,"max_wait_ms":0},` +
 		`"limits":{"max_watts":0,"enforcement":"strict","max_memory_bytes":0,"max_context":2048,"max_tokens":2048},` +
 		`"sampling":{"temperature":0,"top_k":0,"top_p":1,"seed":0},"kv_cache":{"type":"F32"}}`
 	if string(got) != want {
@@ -103,6 +103,35 @@ func TestBestEffortPowerWarns(t *testing.T) {
 	}
 }
 
+func TestWeightLayout(t *testing.T) {
+	for _, c := range []struct {
+		backend, layout, want string
+		kernel                string
+	}{
+		{"cpu-avx2", "", "x8", "avx2:q8_0·q8_0 x8"},
+		{"cpu-avx2", "rows", "rows", "avx2:q8_0·q8_0"},
+		{"cpu-generic", "", "rows", "go:q8_0·q8_0"},
+		{"cpu-generic", "x8", "x8", "go:q8_0·q8_0 x8"},
+	} {
+		p := quantPlan("Q8_0", nil)
+		p.Backend = plan.Ptr(c.backend)
+		if c.layout != "" {
+			p.WeightLayout = plan.Ptr(c.layout)
+		}
+		r, err := plan.Resolve(p, tinyModel(), testEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *r.Plan.WeightLayout != c.want || r.Kernels["Q8_0"] != c.kernel {
+			t.Errorf("%s, layout %q: resolved %s, kernel %q", c.backend, c.layout, *r.Plan.WeightLayout, r.Kernels["Q8_0"])
+		}
+	}
+	_, errs, err := plan.Validate([]byte(`{"weight_layout":"x4"}`))
+	if err != nil || len(errs) != 1 || errs[0].Pointer != "/weight_layout" {
+		t.Errorf("bad layout: %v %v", errs, err)
+	}
+}
+
 func TestKernelsFromEnv(t *testing.T) {
 	env := testEnv
 	env.Kernels = func(backend string, ty kernels.Type) (string, error) {
@@ -115,7 +144,7 @@ func TestKernelsFromEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(r.Kernels) != "map[Q8_0:k-Q8_0]" {
+	if fmt.Sprint(r.Kernels) != "map[Q8_0:k-Q8_0 x8]" {
 		t.Errorf("kernels %v", r.Kernels)
 	}
 	_, err = plan.Resolve(quantPlan("Q4_K_M", nil), tinyModel(), env)

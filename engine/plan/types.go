@@ -19,6 +19,12 @@ const (
 	QuantQ4_K_M = "Q4_K_M"
 )
 
+// Weight layouts (Plan.WeightLayout).
+const (
+	LayoutX8   = "x8"
+	LayoutRows = "rows"
+)
+
 // Scheduler policies and modes.
 const (
 	PolicyLatency = "latency"
@@ -45,6 +51,8 @@ type Plan struct {
 	Backend *string `json:"backend,omitzero" jsonschema:"enum=cpu-avx2,enum=cpu-generic"`
 	// Weight quantization: a scheme applied to the whole model plus per-tensor overrides.
 	Quantization *Quantization `json:"quantization,omitzero"`
+	// Memory layout of weight matrices: x8 repacks Q8_0, Q4_K and Q6_K matrices at load into groups of eight interleaved rows (a one-time copy in anonymous memory, the file's pages released; kernels then compute eight rows at once); rows computes from the file's layout, straight from its memory map. Results are bit-identical either way. Absent: x8 on cpu-avx2, rows on cpu-generic.
+	WeightLayout *string `json:"weight_layout,omitzero" jsonschema:"enum=x8,enum=rows"`
 	// Worker threads for inference. At most the CPUs usable by the engine. Absent: all usable CPUs.
 	Threads *int `json:"threads,omitzero" jsonschema:"minimum=1"`
 	// Request scheduling.
@@ -130,6 +138,7 @@ func (p *Plan) Clone() *Plan {
 	c := *p
 	c.Version = clonePtr(p.Version)
 	c.Backend = clonePtr(p.Backend)
+	c.WeightLayout = clonePtr(p.WeightLayout)
 	c.Threads = clonePtr(p.Threads)
 	if q := p.Quantization; q != nil {
 		c.Quantization = &Quantization{Default: clonePtr(q.Default), AllowRequantize: clonePtr(q.AllowRequantize)}

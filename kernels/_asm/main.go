@@ -13,9 +13,10 @@
 //
 // Every kernel here has a pure-Go twin in package kernels that is its
 // specification; the comments name the twin, and the twin's doc comment spells
-// out the accumulation order reproduced here. Rules: float32 multiplies and
-// adds are separate (VMULPS then VADDPS, never FMA) unless the product is
-// exact; integer sums are exact int32 arithmetic.
+// out the accumulation order reproduced here. Rules: a float32 multiply-add
+// is fused (VFMADD…) exactly where the twin calls kernels.fma32, separate
+// (VMULPS then VADDPS) everywhere else; integer sums are exact int32
+// arithmetic.
 package main
 
 import (
@@ -31,12 +32,15 @@ func main() {
 	flag.Parse()
 
 	genConstants()
-	genQ4K()
-	genQ6K()
-	genQ8_0()
+	genX8Constants()
+	genX8()
 	genQ5_0()
 	genFloat()
 	genQuant()
+	genFMATest()
+	genExpConstants()
+	genSwiGLU()
+	genExpSub()
 
 	if err := os.Chdir(*dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
