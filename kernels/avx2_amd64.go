@@ -114,14 +114,13 @@ func avx2X8TileTable() map[Type]X8TileFunc {
 	}
 }
 
-type x8TokFunc func(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+type x8TokFunc func(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
 // x8Tile builds the X8TileFunc of a type from its assembly kernels: one
-// token runs the many-groups kernel; several run, group by group (its
-// weights stay in L1), the four-token kernel and one for the remaining
-// one to three tokens.
+// token runs the decode kernel; several run the four-token kernel over all
+// groups, group by group (a group's weights stay in L1 while every chunk of
+// four tokens passes), then one for the remaining one to three tokens.
 func x8Tile(t Type, rows func(nb int, w *byte, nGroups int, a *byte, out *float32), tok [4]x8TokFunc) X8TileFunc {
-	ts := t.TypeSize()
 	return func(n int, w []byte, nGroups int, a []byte, aStride, nTok int, out []float32, outStride int) {
 		rb, err := t.RowSize(n)
 		if err != nil {
@@ -137,13 +136,11 @@ func x8Tile(t Type, rows func(nb int, w *byte, nGroups int, a *byte, out *float3
 			rows(nb, &w[0], nGroups, &a[0], &out[0])
 			return
 		}
-		gs := nb * 8 * ts
-		for g := 0; g < nGroups; g++ {
-			wg := &w[g*gs]
-			for k := 0; k < nTok; k += 4 {
-				m := min(4, nTok-k)
-				tok[m-1](nb, wg, &a[k*aStride], aStride, &out[k*outStride+8*g], outStride)
-			}
+		if full := nTok / 4; full > 0 {
+			tok[3](nb, &w[0], nGroups, &a[0], aStride, full, &out[0], outStride)
+		}
+		if rem, k := nTok%4, nTok&^3; rem > 0 {
+			tok[rem-1](nb, &w[0], nGroups, &a[k*aStride], aStride, 1, &out[k*outStride], outStride)
 		}
 	}
 }
@@ -156,11 +153,29 @@ var (
 		_, _, _ = out[8*n8-1], gate[8*n8-1], up[8*n8-1]
 		swigluAVX2(n8, &out[0], &gate[0], &up[0])
 	}))
-	avx2ExpSub = ifAVX2(expSubFunc(func(x []float32, n8 int, m float32) float64 {
-		_ = x[8*n8-1]
-		return expSubAVX2(n8, &x[0], m)
+	avx2ExpSub = ifAVX2(expSubFunc(func(x []float32, m float32) float64 {
+		if len(x) == 0 {
+			return 0
+		}
+		return expSubAVX2(len(x)/8, &x[0], m, len(x)%8)
 	}))
 )
+
+// avx2Attn are the attention kernels (zero without AVX2).
+var avx2Attn = ifAVX2(attnFuncs{
+	scores: func(dst []float32, dstStride int, q []float32, nq, hd int, kT []float32, kStride, n int) {
+		checkAttnScores(dst, dstStride, q, nq, hd, kT, kStride, n)
+		attnScoresAVX2(&dst[0], dstStride, &q[0], nq, hd, &kT[0], kStride, (n+7)/8)
+	},
+	values: func(out []float32, prob []float32, pStride, nq int, v []float32, vStride, hd, n int) {
+		checkAttnValues(out, prob, pStride, nq, v, vStride, hd, n)
+		if hd%8 != 0 {
+			AttnValues(out, prob, pStride, nq, v, vStride, hd, n)
+			return
+		}
+		attnValuesAVX2(&out[0], &prob[0], pStride, nq, &v[0], vStride, hd/8, n)
+	},
+})
 
 func ifAVX2[F any](f F) F {
 	if !HasAVX2 {

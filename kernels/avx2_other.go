@@ -10,4 +10,7 @@ var (
 	avx2X8Tiles     map[Type]X8TileFunc
 	avx2SwiGLU      swigluFunc
 	avx2ExpSub      expSubFunc
+	avx2Attn        attnFuncs
 )
+
+func cpuPause(n int) {}

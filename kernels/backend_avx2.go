@@ -11,7 +11,7 @@ func init() {
 	if len(avx2Dots) == 0 {
 		return
 	}
-	mustRegister(BackendSpec{Name: AVX2BackendName, Dots: avx2Dots, Activations: avx2Activations, Tiles: avx2Tiles, TilesX8: avx2X8Tiles, SwiGLU: avx2SwiGLU, ExpSub: avx2ExpSub, Priority: 10})
+	mustRegister(BackendSpec{Name: AVX2BackendName, Dots: avx2Dots, Activations: avx2Activations, Tiles: avx2Tiles, TilesX8: avx2X8Tiles, SwiGLU: avx2SwiGLU, ExpSub: avx2ExpSub, Attn: avx2Attn, Priority: 10})
 }
 
 // DotTileFunc computes a tile of dot products in one call: for r < nRows and

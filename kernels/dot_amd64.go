@@ -15,73 +15,73 @@ func dotQ6KQ8KAVX2(nb int, w *byte, a *byte) float32
 // nGroups > 0 consecutive x8 row groups at w, nb > 0 block groups each.
 func x8Q8_0RowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
 
-// x8Q8_0Tok1AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 1; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q8_0Tok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q8_0Tok1AVX2 sets out[t*outStride + 8g + r] = dotQ8_0Q8_0(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 1 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q8_0Tok1AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q8_0Tok2AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 2; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q8_0Tok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q8_0Tok2AVX2 sets out[t*outStride + 8g + r] = dotQ8_0Q8_0(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 2 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q8_0Tok2AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q8_0Tok3AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 3; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q8_0Tok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q8_0Tok3AVX2 sets out[t*outStride + 8g + r] = dotQ8_0Q8_0(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 3 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q8_0Tok3AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q8_0Tok4AVX2 sets out[t*outStride + r] = dotQ8_0Q8_0(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 4; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q8_0Tok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q8_0Tok4AVX2 sets out[t*outStride + 8g + r] = dotQ8_0Q8_0(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 4 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q8_0Tok4AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
 // x8Q4KRowsAVX2 sets out[8g + r] = dotQ4_KQ8_K(row r of group g, a) for
 // nGroups > 0 consecutive x8 row groups at w, nb > 0 block groups each.
 func x8Q4KRowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
 
-// x8Q4KTok1AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 1; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q4KTok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q4KTok1AVX2 sets out[t*outStride + 8g + r] = dotQ4_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 1 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q4KTok1AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q4KTok2AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 2; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q4KTok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q4KTok2AVX2 sets out[t*outStride + 8g + r] = dotQ4_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 2 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q4KTok2AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q4KTok3AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 3; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q4KTok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q4KTok3AVX2 sets out[t*outStride + 8g + r] = dotQ4_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 3 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q4KTok3AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q4KTok4AVX2 sets out[t*outStride + r] = dotQ4_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 4; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q4KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q4KTok4AVX2 sets out[t*outStride + 8g + r] = dotQ4_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 4 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q4KTok4AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
 // x8Q6KRowsAVX2 sets out[8g + r] = dotQ6_KQ8_K(row r of group g, a) for
 // nGroups > 0 consecutive x8 row groups at w, nb > 0 block groups each.
 func x8Q6KRowsAVX2(nb int, w *byte, nGroups int, a *byte, out *float32)
 
-// x8Q6KTok1AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 1; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q6KTok1AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q6KTok1AVX2 sets out[t*outStride + 8g + r] = dotQ6_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 1 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q6KTok1AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q6KTok2AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 2; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q6KTok2AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q6KTok2AVX2 sets out[t*outStride + 8g + r] = dotQ6_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 2 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q6KTok2AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q6KTok3AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 3; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q6KTok3AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q6KTok3AVX2 sets out[t*outStride + 8g + r] = dotQ6_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 3 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q6KTok3AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
-// x8Q6KTok4AVX2 sets out[t*outStride + r] = dotQ6_KQ8_K(row r, token t) for the
-// eight rows r of the x8 row group at w and t < 4; token t's activation at
-// a + t*aStride; nb > 0 block groups.
-func x8Q6KTok4AVX2(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)
+// x8Q6KTok4AVX2 sets out[t*outStride + 8g + r] = dotQ6_KQ8_K(row r of group g, token t)
+// for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of 4 tokens,
+// token t's activation at a + t*aStride; nb > 0 block groups per row group.
+func x8Q6KTok4AVX2(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)
 
 // dotQ5_0AVX2 is the AVX2 twin of dotQ5_0Q8_0 over nb > 0 blocks.
 func dotQ5_0AVX2(nb int, w *byte, a *byte) float32
@@ -118,7 +118,18 @@ func fmaAVX2(a float32, b float32, c float32) float32
 // out may alias gate or up.
 func swigluAVX2(n8 int, out *float32, gate *float32, up *float32)
 
-// expSubAVX2 sets x[i] = expVec(x[i]-m) for i < 8*n8 and returns the float64 sum over the
-// groups of 8 of each group's float32 sum in kernels.hsum8's order, added in group order
-// (kernels.Softmax's vector part).
-func expSubAVX2(n8 int, x *float32, m float32) float64
+// expSubAVX2 sets x[i] = expVec(x[i]-m) for i < 8*n8+tail (tail < 8) and returns the
+// float64 sum, in group order, of each group of 8's float32 sum in kernels.hsum8's order,
+// a partial last group padded with -Inf (which gives exactly 0): kernels.Softmax's
+// exponentials.
+func expSubAVX2(n8 int, x *float32, m float32, tail int) float64
+
+// attnScoresAVX2 is kernels.AttnScores over n8 > 0 blocks of eight positions (strides in floats;
+// nq, hd > 0).
+func attnScoresAVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT *float32, kStride int, n8 int)
+
+// attnValuesAVX2 is kernels.AttnValues for hd = 8*hd8 (strides in floats; nq, hd8, n > 0).
+func attnValuesAVX2(out *float32, prob *float32, pStride int, nq int, v *float32, vStride int, hd8 int, n int)
+
+// cpuPause executes n > 0 PAUSE instructions.
+func cpuPause(n int)

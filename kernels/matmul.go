@@ -146,6 +146,8 @@ type BackendSpec struct {
 	// (bit-identical).
 	SwiGLU swigluFunc
 	ExpSub expSubFunc
+	// Attn replaces the attention products (AttnScores, AttnValues).
+	Attn attnFuncs
 	// Priority ranks backends for BackendByName(""): the highest wins
 	// (cpu-generic has 0). Register only backends the CPU can run.
 	Priority int
@@ -163,6 +165,7 @@ type Backend struct {
 	x8    map[Type]X8TileFunc
 	glu   swigluFunc
 	exp   expSubFunc
+	attn  attnFuncs
 	cache [64]atomic.Pointer[kernel]
 }
 
@@ -209,7 +212,7 @@ func RegisterBackend(s BackendSpec) (*Backend, error) {
 	if s.Name == "" {
 		return nil, fmt.Errorf("kernels: backend needs a name")
 	}
-	b := &Backend{name: s.Name, prio: s.Priority, dots: map[Type]DotFunc{}, acts: map[Type]QuantizeFunc{}, tiles: map[Type]DotTileFunc{}, x8: map[Type]X8TileFunc{}, glu: s.SwiGLU, exp: s.ExpSub}
+	b := &Backend{name: s.Name, prio: s.Priority, dots: map[Type]DotFunc{}, acts: map[Type]QuantizeFunc{}, tiles: map[Type]DotTileFunc{}, x8: map[Type]X8TileFunc{}, glu: s.SwiGLU, exp: s.ExpSub, attn: s.Attn}
 	for t, f := range genericActivations {
 		b.acts[t] = f
 	}
@@ -450,6 +453,7 @@ type mmJob struct {
 	ops       [maxMatMulOps]mmOp
 	nops      int
 	rows      int // sum over ops
+	units     int // work units: rows × bytes per row, summed over ops
 	cols      int
 	nTok      int
 	x         []float32
@@ -483,12 +487,41 @@ func (b *Backend) MatMul(p *Pool, out []float32, w *Matrix, x []float32, nTok in
 // matrices must have the same Cols; when their VecDotTypes differ the
 // products are done one after another.
 func (b *Backend) MatMulMany(p *Pool, x []float32, nTok int, ops ...MatMulOp) {
+	b.matMul(p, x, nil, 0, nTok, ops)
+}
+
+// Activation returns the type activations are converted to for weights of
+// type t (the VecDotType) and this backend's conversion into it (nil when
+// float32 activations are used in place): what MatMul does before the
+// products, for callers that convert activations themselves (MatMulActs).
+func (b *Backend) Activation(t Type) (Type, QuantizeFunc, error) {
+	k, err := b.kernel(t)
+	if err != nil {
+		return 0, nil, err
+	}
+	return k.vecDot, k.act, nil
+}
+
+// MatMulActs is MatMulMany with the activations already converted (each
+// row by the conversion Activation returns): act holds nTok rows actStride
+// bytes apart, in the activation type of every op's weights, which must
+// agree. A caller that converts rows as they are produced, in parallel,
+// saves MatMul's conversion step.
+func (b *Backend) MatMulActs(p *Pool, act []byte, actStride, nTok int, ops ...MatMulOp) {
+	if len(ops) > maxMatMulOps {
+		panic("kernels: MatMulActs: too many products")
+	}
+	b.matMul(p, nil, act, actStride, nTok, ops)
+}
+
+// matMul runs ops on x (converted here) or on act (converted by the caller).
+func (b *Backend) matMul(p *Pool, x []float32, act []byte, actStride, nTok int, ops []MatMulOp) {
 	if len(ops) == 0 || nTok <= 0 {
 		return
 	}
 	if len(ops) > maxMatMulOps {
-		b.MatMulMany(p, x, nTok, ops[:maxMatMulOps]...)
-		b.MatMulMany(p, x, nTok, ops[maxMatMulOps:]...)
+		b.matMul(p, x, act, actStride, nTok, ops[:maxMatMulOps])
+		b.matMul(p, x, act, actStride, nTok, ops[maxMatMulOps:])
 		return
 	}
 	k0, err := b.kernel(ops[0].W.Type)
@@ -505,14 +538,26 @@ func (b *Backend) MatMulMany(p *Pool, x []float32, nTok int, ops ...MatMulOp) {
 			panic(fmt.Sprintf("kernels: MatMulMany: matrices with %d and %d columns", cols, ops[i].W.Cols))
 		}
 		if k.vecDot != k0.vecDot {
+			if act != nil {
+				panic(fmt.Sprintf("kernels: MatMulActs: %s and %s take different activation types", ops[0].W.Type, ops[i].W.Type))
+			}
 			for _, op := range ops {
 				b.MatMulMany(p, x, nTok, op)
 			}
 			return
 		}
 	}
-	if len(x) < nTok*cols {
+	rowAct := 4 * cols
+	if k0.act != nil {
+		if rowAct, err = k0.vecDot.RowSize(cols); err != nil {
+			panic(fmt.Sprintf("kernels: MatMul: %s activations: %v", k0.vecDot, err))
+		}
+	}
+	switch {
+	case act == nil && len(x) < nTok*cols:
 		panic(fmt.Sprintf("kernels: MatMul: x holds %d floats, need %d×%d", len(x), nTok, cols))
+	case act != nil && (actStride < rowAct || len(act)/actStride < nTok):
+		panic(fmt.Sprintf("kernels: MatMulActs: %d bytes with stride %d do not hold %d rows of %d", len(act), actStride, nTok, rowAct))
 	}
 	c := p.c
 	if !p.inner {
@@ -520,7 +565,7 @@ func (b *Backend) MatMulMany(p *Pool, x []float32, nTok int, ops ...MatMulOp) {
 		defer c.mu.Unlock()
 	}
 	j := &c.mm
-	j.nops, j.rows, j.cols, j.nTok = len(ops), 0, cols, nTok
+	j.nops, j.rows, j.units, j.cols, j.nTok = len(ops), 0, 0, cols, nTok
 	for i, op := range ops {
 		k, _ := b.kernel(op.W.Type)
 		w := op.W
@@ -543,20 +588,20 @@ func (b *Backend) MatMulMany(p *Pool, x []float32, nTok int, ops ...MatMulOp) {
 			panic(fmt.Sprintf("kernels: MatMul: unknown layout %s", w.Layout))
 		}
 		j.rows += w.Rows
+		j.units += w.Rows * rb
 	}
 
 	// Activations.
-	if k0.act == nil {
+	switch {
+	case act != nil:
+		j.act, j.actStride = act, actStride
+	case k0.act == nil:
 		j.act, j.actStride = F32Bytes(x[:nTok*cols]), 4*cols
-	} else {
-		stride, err := k0.vecDot.RowSize(cols)
-		if err != nil {
-			panic(fmt.Sprintf("kernels: MatMul: %s activations: %v", k0.vecDot, err))
+	default:
+		if cap(j.buf) < nTok*rowAct {
+			j.buf = make([]byte, nTok*rowAct)
 		}
-		if cap(j.buf) < nTok*stride {
-			j.buf = make([]byte, nTok*stride)
-		}
-		j.act, j.actStride, j.conv, j.x = j.buf[:nTok*stride], stride, k0.act, x
+		j.act, j.actStride, j.conv, j.x = j.buf[:nTok*rowAct], rowAct, k0.act, x
 		if p.inner && nTok*cols <= 8192 {
 			c.convChunk(0, 0, nTok) // small: worker 0 converts inline
 		} else {
@@ -564,7 +609,7 @@ func (b *Backend) MatMulMany(p *Pool, x []float32, nTok int, ops ...MatMulOp) {
 		}
 		j.conv, j.x = nil, nil
 	}
-	c.run(p.inner, j.rows, c.mmFn)
+	c.run(p.inner, j.units, c.mmFn)
 	for i := range j.ops[:j.nops] {
 		j.ops[i] = mmOp{}
 	}
@@ -578,6 +623,10 @@ func (c *poolCore) convChunk(_, start, end int) {
 	}
 }
 
+// mmChunk computes the rows of work units [start, end). The work of a
+// product is split in proportion to the bytes of its rows (a proxy of their
+// cost that weighs, say, Q6_K rows against Q4_K ones): row r of an op whose
+// units start at base belongs to the chunk holding unit base + r*rowBytes.
 func (c *poolCore) mmChunk(_, start, end int) {
 	j := &c.mm
 	nTok, cols, stride := j.nTok, j.cols, j.actStride
@@ -585,13 +634,14 @@ func (c *poolCore) mmChunk(_, start, end int) {
 	base := 0
 	for oi := 0; oi < j.nops; oi++ {
 		op := &j.ops[oi]
-		rows := op.rows
-		s, e := max(start-base, 0), min(end-base, rows)
-		base += rows
+		rows, rb := op.rows, op.rowBytes
+		s := min(ceilDiv(max(start-base, 0), rb), rows)
+		e := min(ceilDiv(max(end-base, 0), rb), rows)
+		base += rows * rb
 		if s >= e {
 			continue
 		}
-		out, dot, rb := op.out, op.dot, op.rowBytes
+		out, dot := op.out, op.dot
 		if g8 := 8 * op.groups; g8 > 0 {
 			// Row groups: both ends rounded to the nearest multiple of 8
 			// (the neighbouring chunk rounds the shared end the same way).
@@ -616,3 +666,5 @@ func (c *poolCore) mmChunk(_, start, end int) {
 		}
 	}
 }
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -80,10 +80,10 @@ func Rope(x []float32, nHeads, headDim int, cs []float32) {
 // x = e * float32(1/total).
 func Softmax(x []float32, scale float32) { softmaxWith(x, scale, nil) }
 
-// expSubFunc sets x[i] = expVec(x[i]-m) for i < 8*n8 and returns
-// Σ_g float64(hsum8(x[8g:8g+8])), added in order (an assembly twin of
-// Softmax's inner loop).
-type expSubFunc func(x []float32, n8 int, m float32) float64
+// expSubFunc sets x[i] = expVec(x[i]-m) for every i and returns
+// Σ_g float64(hsum8(x[8g:8g+8])), added in order, a partial last group
+// padded with zeros (an assembly twin of Softmax's inner loop).
+type expSubFunc func(x []float32, m float32) float64
 
 func softmaxWith(x []float32, scale float32, expSub expSubFunc) {
 	n := len(x)
@@ -101,9 +101,9 @@ func softmaxWith(x []float32, scale float32, expSub expSubFunc) {
 	var sum float64
 	var g [8]float32
 	i0 := 0
-	if expSub != nil && n >= 8 {
-		sum = expSub(x, n/8, m)
-		i0 = n &^ 7
+	if expSub != nil {
+		sum = expSub(x, m)
+		i0 = n
 	}
 	for i := i0; i < n; i += 8 {
 		k := min(8, n-i)

@@ -453,29 +453,21 @@ func (c *Config) softmaxScale() float32 {
 	return c.AttnScale
 }
 
-// attnOut finishes the attention output of n tokens (rows of Dim in out):
-// the output bias and the post-attention norm.
-func (m *Model) attnOut(L *Layer, out []float32, n int) {
-	D := m.Config.Dim
-	for t := 0; t < n; t++ {
-		row := out[t*D : (t+1)*D]
-		if L.Bo != nil {
-			kernels.Add(row, row, L.Bo)
-		}
-		if L.PostAttnNorm != nil {
-			kernels.RMSNorm(row, row, L.PostAttnNorm, m.Config.Eps)
-		}
+// attnOut finishes one token's attention output: the output bias and the
+// post-attention norm.
+func (m *Model) attnOut(L *Layer, row []float32) {
+	if L.Bo != nil {
+		kernels.Add(row, row, L.Bo)
+	}
+	if L.PostAttnNorm != nil {
+		kernels.RMSNorm(row, row, L.PostAttnNorm, m.Config.Eps)
 	}
 }
 
-// ffnOut finishes the feed-forward output of n tokens: the post-FFN norm.
-func (m *Model) ffnOut(L *Layer, out []float32, n int) {
-	if L.PostFFNNorm == nil {
-		return
-	}
-	D := m.Config.Dim
-	for t := 0; t < n; t++ {
-		kernels.RMSNorm(out[t*D:(t+1)*D], out[t*D:(t+1)*D], L.PostFFNNorm, m.Config.Eps)
+// ffnOut finishes one token's feed-forward output: the post-FFN norm.
+func (m *Model) ffnOut(L *Layer, row []float32) {
+	if L.PostFFNNorm != nil {
+		kernels.RMSNorm(row, row, L.PostFFNNorm, m.Config.Eps)
 	}
 }
 

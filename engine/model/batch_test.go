@@ -40,10 +40,15 @@ func batchModel(t testing.TB, file string, threads int) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(f, Options{Pool: pool, Backend: be})
+	layout := kernels.LayoutRows
+	if be.Name() == kernels.AVX2BackendName {
+		layout = kernels.LayoutX8 // the default plan's
+	}
+	m, err := Load(f, Options{Pool: pool, Backend: be, Layout: layout})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

@@ -41,6 +41,8 @@ func main() {
 	genExpConstants()
 	genSwiGLU()
 	genExpSub()
+	genAttn()
+	genPause()
 
 	if err := os.Chdir(*dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -500,41 +500,57 @@ var x8Kernels = []x8Kernel{
 	{name: "Q6K", twin: "dotQ6_KQ8_K", bgSize: x8Q6K, aSize: q8kSize, block: q6kX8Block},
 }
 
-// genX8Tokens: one row group × n tokens; accumulators on the stack.
+// genX8Tokens: nGroups row groups × nChunks chunks of n tokens, group by
+// group (a group's weights stay in L1 while every chunk passes over it);
+// accumulators on the stack.
 func genX8Tokens(k x8Kernel, n int) {
 	name := fmt.Sprintf("x8%sTok%dAVX2", k.name, n)
-	TEXT(name, NOSPLIT, "func(nb int, w *byte, a *byte, aStride int, out *float32, outStride int)")
-	Doc(fmt.Sprintf("%s sets out[t*outStride + r] = %s(row r, token t) for the", name, k.twin),
-		fmt.Sprintf("eight rows r of the x8 row group at w and t < %d; token t's activation at", n),
-		"a + t*aStride; nb > 0 block groups.")
-	nb := Load(Param("nb"), GP64())
-	wp := Load(Param("w"), GP64())
-	tk := &x8Tokens{n: n, ptrs: newTokenPtrs()}
+	TEXT(name, NOSPLIT, "func(nb int, w *byte, nGroups int, a *byte, aStride int, nChunks int, out *float32, outStride int)")
+	Doc(fmt.Sprintf("%s sets out[t*outStride + 8g + r] = %s(row r of group g, token t)", name, k.twin),
+		fmt.Sprintf("for nGroups > 0 consecutive x8 row groups at w and nChunks > 0 chunks of %d tokens,", n),
+		"token t's activation at a + t*aStride; nb > 0 block groups per row group.")
+	wg := Load(Param("w"), GP64())
+	outg := Load(Param("out"), GP64())
+	os := Load(Param("outStride"), GP64())
+	SHLQ(U8(2), os)
 	nacc := n
 	if k.mins {
 		nacc = 2 * n
 	}
-	local := AllocLocal(32 * nacc)
-	z := YMM()
-	VXORPS(z, z, z)
+	local := AllocLocal(32*nacc + 16) // accumulators, chunk counter, chunk output pointer
+	chunks, outc := local.Offset(32*nacc), local.Offset(32*nacc+8)
 	acc, accm := make([]Op, n), make([]Op, n)
 	for t := 0; t < n; t++ {
 		acc[t] = local.Offset(32 * t)
-		VMOVUPS(z, local.Offset(32*t))
 		if k.mins {
 			accm[t] = local.Offset(32 * (n + t))
-			VMOVUPS(z, local.Offset(32*(n+t)))
 		}
 	}
+	Label(name + "_group")
+	tk := &x8Tokens{n: n, ptrs: newTokenPtrs()} // base = a: the first chunk
+	cnt := Load(Param("nChunks"), GP64())
+	MOVQ(cnt, chunks)
+	MOVQ(outg, outc)
+	Label(name + "_chunk")
+	z := YMM()
+	VXORPS(z, z, z)
+	for i := 0; i < nacc; i++ {
+		VMOVUPS(z, local.Offset(32*i))
+	}
+	wp := GP64()
+	MOVQ(wg, wp)
+	ap := GP64()
+	MOVQ(tk.ptrs.base, ap)
+	nb := Load(Param("nb"), GP64())
 	Label(name + "_loop")
 	k.block(Mem{Base: wp}, tk, acc, accm)
 	ADDQ(U32(k.bgSize), wp)
 	ADDQ(U32(k.aSize), tk.ptrs.base)
 	DECQ(nb)
 	JNZ(LabelRef(name + "_loop"))
-	out := Load(Param("out"), GP64())
-	os := Load(Param("outStride"), GP64())
-	SHLQ(U8(2), os)
+	// Store the chunk's n × 8 results.
+	out := GP64()
+	MOVQ(outc, out)
 	for t := 0; t < n; t++ {
 		v := YMM()
 		VMOVUPS(local.Offset(32*t), v)
@@ -542,10 +558,20 @@ func genX8Tokens(k x8Kernel, n int) {
 			VSUBPS(local.Offset(32*(n+t)), v, v)
 		}
 		VMOVUPS(v, Mem{Base: out})
-		if t+1 < n {
-			ADDQ(os, out)
-		}
+		ADDQ(os, out)
 	}
+	MOVQ(out, outc) // the next chunk's outputs follow
+	// The next chunk's activations: n tokens on.
+	MOVQ(ap, tk.ptrs.base)
+	for t := 0; t < n; t++ {
+		ADDQ(tk.ptrs.s1, tk.ptrs.base)
+	}
+	DECQ(chunks)
+	JNZ(LabelRef(name + "_chunk"))
+	MOVQ(wp, wg) // the next group's weights follow
+	ADDQ(U8(32), outg)
+	DECQ(paramMem("nGroups"))
+	JNZ(LabelRef(name + "_group"))
 	VZEROUPPER()
 	RET()
 }
@@ -620,7 +646,7 @@ func genFMATest() {
 
 var cExp struct {
 	r, c0, ln1, ln2, p0, p1, p2, p3, p4, one, c126, c192, absMask Mem
-	i7f, i82, zero                                                Mem
+	i7f, i82, tailMask, negInf                                    Mem
 }
 
 func genExpConstants() {
@@ -639,6 +665,8 @@ func genExpConstants() {
 	cExp.c192 = f("k_exp_192", 0x43400000)
 	cExp.i7f = f("k_exp_7f", 0x7f000000)
 	cExp.i82 = f("k_exp_82", 0x82000000)
+	cExp.tailMask = bytesConst("k_tailmask", append(rep32(8, 0xffffffff), rep32(8, 0)...))
+	cExp.negInf = f("k_neginf", 0xff800000)
 }
 
 // expPS returns ggml_v_expf(x) for the eight lanes of x (kernels.expVec,
@@ -674,10 +702,6 @@ func expPS(x VecVirtual) VecVirtual {
 	c, d := YMM(), YMM()
 	VCMPPS(Imm(0x1e), cExp.c126, an, c) // GT_OQ
 	VCMPPS(Imm(0x1e), cExp.c192, an, d)
-	// normal: k*j + k
-	r0 := YMM()
-	VMOVAPS(k, r0)
-	VFMADD231PS(j, k, r0)
 	// g = n <= 0 ? 0x82000000 : 0; s1 = g + 0x7f000000; s2 = e - g
 	g := YMM()
 	VXORPS(g, g, g)
@@ -686,17 +710,24 @@ func expPS(x VecVirtual) VecVirtual {
 	s1, s2 := YMM(), YMM()
 	VPADDD(cExp.i7f, g, s1)
 	VPSUBD(g, e, s2)
-	// r1 = (s2*j + s2) * s1; r2 = s1*s1
+	// The three cases without computing any but the selected one's
+	// products in a lane (an unselected product could underflow, and
+	// underflow is slow): where |n| ≤ 126, s2 := k and s1 := 1 turn the
+	// scaled case's (s2*j + s2)*s1 into exactly k*j + k.
+	one := YMM()
+	VMOVUPS(cExp.one, one)
+	s1c, s2c := YMM(), YMM()
+	VBLENDVPS(c, s1, one, s1c) // c ? s1 : 1
+	VBLENDVPS(c, s2, k, s2c)   // c ? s2 : k
 	r1 := YMM()
-	VMOVAPS(s2, r1)
-	VFMADD231PS(j, s2, r1)
-	VMULPS(s1, r1, r1)
-	r2 := YMM()
-	VMULPS(s1, s1, r2)
-	// select: d ? r2 : (c ? r1 : r0)
-	VBLENDVPS(c, r1, r0, r0)
-	VBLENDVPS(d, r2, r0, r0)
-	return r0
+	VMOVAPS(s2c, r1)
+	VFMADD231PS(j, s2c, r1)
+	VMULPS(s1c, r1, r1)
+	s1d := YMM()
+	VBLENDVPS(d, s1, one, s1d) // d ? s1 : 1
+	VMULPS(s1d, s1d, s1d)
+	VBLENDVPS(d, s1d, r1, r1) // d ? s1*s1 : r1
+	return r1
 }
 
 func genSwiGLU() {
@@ -708,37 +739,63 @@ func genSwiGLU() {
 	op := Load(Param("out"), GP64())
 	gp := Load(Param("gate"), GP64())
 	upp := Load(Param("up"), GP64())
-	Label(name + "_loop")
-	x, neg := YMM(), YMM()
-	VMOVUPS(Mem{Base: gp}, x)
-	VXORPS(neg, neg, neg)
-	VSUBPS(x, neg, neg) // 0 - x
-	e := expPS(neg)
-	VADDPS(cExp.one, e, e)
-	VDIVPS(e, x, x)
-	VMULPS(Mem{Base: upp}, x, x)
-	VMOVUPS(x, Mem{Base: op})
-	ADDQ(U8(32), op)
-	ADDQ(U8(32), gp)
-	ADDQ(U8(32), upp)
-	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
+	// Two vectors per iteration: the exponential is a long dependency
+	// chain, and two independent ones fill the pipelines.
+	n2 := GP64()
+	MOVQ(n, n2)
+	SHRQ(U8(1), n2)
+	JZ(LabelRef(name + "_one"))
+	Label(name + "_loop2")
+	swigluVec(Mem{Base: op}, Mem{Base: gp}, Mem{Base: upp}, 2)
+	ADDQ(U8(64), op)
+	ADDQ(U8(64), gp)
+	ADDQ(U8(64), upp)
+	DECQ(n2)
+	JNZ(LabelRef(name + "_loop2"))
+	Label(name + "_one")
+	ANDQ(U8(1), n)
+	JZ(LabelRef(name + "_done"))
+	swigluVec(Mem{Base: op}, Mem{Base: gp}, Mem{Base: upp}, 1)
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
 
+// swigluVec computes k consecutive vectors of SwiGLU.
+func swigluVec(out, gate, up Mem, k int) {
+	xs := make([]VecVirtual, k)
+	es := make([]VecVirtual, k)
+	for i := 0; i < k; i++ {
+		x, neg := YMM(), YMM()
+		VMOVUPS(gate.Offset(32*i), x)
+		VXORPS(neg, neg, neg)
+		VSUBPS(x, neg, neg) // 0 - x
+		xs[i] = x
+		es[i] = expPS(neg)
+	}
+	for i := 0; i < k; i++ {
+		VADDPS(cExp.one, es[i], es[i])
+		VDIVPS(es[i], xs[i], xs[i])
+		VMULPS(up.Offset(32*i), xs[i], xs[i])
+		VMOVUPS(xs[i], out.Offset(32*i))
+	}
+}
+
 func genExpSub() {
 	name := "expSubAVX2"
-	TEXT(name, NOSPLIT, "func(n8 int, x *float32, m float32) float64")
-	Doc(name+" sets x[i] = expVec(x[i]-m) for i < 8*n8 and returns the float64 sum over the",
-		"groups of 8 of each group's float32 sum in kernels.hsum8's order, added in group order",
-		"(kernels.Softmax's vector part).")
+	TEXT(name, NOSPLIT, "func(n8 int, x *float32, m float32, tail int) float64")
+	Doc(name+" sets x[i] = expVec(x[i]-m) for i < 8*n8+tail (tail < 8) and returns the",
+		"float64 sum, in group order, of each group of 8's float32 sum in kernels.hsum8's order,",
+		"a partial last group padded with -Inf (which gives exactly 0): kernels.Softmax's",
+		"exponentials.")
 	n := Load(Param("n8"), GP64())
 	xp := Load(Param("x"), GP64())
 	mv := YMM()
 	VBROADCASTSS(paramMem("m"), mv)
 	total := XMM()
 	VXORPD(total, total, total)
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_tail"))
 	Label(name + "_loop")
 	v := YMM()
 	VMOVUPS(Mem{Base: xp}, v)
@@ -751,7 +808,45 @@ func genExpSub() {
 	ADDQ(U8(32), xp)
 	DECQ(n)
 	JNZ(LabelRef(name + "_loop"))
+	Label(name + "_tail")
+	k := Load(Param("tail"), GP64())
+	TESTQ(k, k)
+	JZ(LabelRef(name + "_done"))
+	// mask: lanes < k, read from k_tailmask (8 × -1 then 8 × 0) at 32-4k.
+	tb := GP64()
+	LEAQ(cExp.tailMask, tb)
+	SHLQ(U8(2), k)
+	NEGQ(k)
+	ADDQ(U8(32), k)
+	mask := YMM()
+	VMOVDQU(Mem{Base: tb, Index: k, Scale: 1}, mask)
+	t := YMM()
+	VMASKMOVPS(Mem{Base: xp}, mask, t)
+	VSUBPS(mv, t, t)
+	ninf := YMM()
+	VMOVUPS(cExp.negInf, ninf)
+	VBLENDVPS(mask, t, ninf, t) // padding: -Inf, whose exponential is +0
+	et := expPS(t)
+	VMASKMOVPS(et, mask, Mem{Base: xp})
+	st := hsum8(et)
+	VCVTSS2SD(st, st, st)
+	VADDSD(st, total, total)
+	Label(name + "_done")
 	VZEROUPPER()
 	Store(total, ReturnIndex(0))
+	RET()
+}
+
+// genPause: n PAUSE instructions, for the worker pool's spin-waits (a
+// spinning thread then leaves the core's resources to a sibling thread and
+// saves power).
+func genPause() {
+	TEXT("cpuPause", NOSPLIT, "func(n int)")
+	Doc("cpuPause executes n > 0 PAUSE instructions.")
+	n := Load(Param("n"), GP64())
+	Label("cpuPause_loop")
+	PAUSE()
+	DECQ(n)
+	JNZ(LabelRef("cpuPause_loop"))
 	RET()
 }

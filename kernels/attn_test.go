@@ -1,0 +1,82 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestAttnKernels pins the assembly attention products to the pure-Go
+// specification, bit for bit, and checks the specification against a
+// float64 reference.
+func TestAttnKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(43, 44))
+	backends := []*Backend{GenericBackend()}
+	if be, err := BackendByName(AVX2BackendName); err == nil {
+		backends = append(backends, be)
+	}
+	for _, hd := range []int{8, 16, 64, 72, 80, 128, 12} {
+		for _, nq := range []int{1, 2, 4, 8} {
+			for _, n := range []int{1, 5, 8, 31, 32, 33, 100, 257} {
+				stride := (n+31)&^31 + 8*r.IntN(2)
+				q := gaussRow(r, nq*hd, 1)
+				kT := gaussRow(r, hd*stride, 1)
+				want := make([]float32, nq*stride)
+				AttnScores(want, stride, q, nq, hd, kT, stride, n)
+				for g := 0; g < nq; g++ { // the spec against float64
+					for p := 0; p < n; p++ {
+						var s float64
+						for d := 0; d < hd; d++ {
+							s += float64(q[g*hd+d]) * float64(kT[d*stride+p])
+						}
+						if math.Abs(float64(want[g*stride+p])-s) > 1e-4*math.Sqrt(float64(hd)) {
+							t.Fatalf("AttnScores hd=%d: %g, float64 %g", hd, want[g*stride+p], s)
+						}
+					}
+				}
+				prob := gaussRow(r, nq*stride, 1)
+				vStride := hd + 8*r.IntN(2)
+				v := gaussRow(r, n*vStride, 1)
+				wantV := make([]float32, nq*hd)
+				AttnValues(wantV, prob, stride, nq, v, vStride, hd, n)
+				for _, be := range backends {
+					got := make([]float32, nq*stride)
+					be.AttnScores(got, stride, q, nq, hd, kT, stride, n)
+					for g := 0; g < nq; g++ {
+						for p := 0; p < n; p++ {
+							if i := g*stride + p; !sameBits(got[i], want[i]) {
+								t.Fatalf("%s AttnScores hd=%d nq=%d n=%d: [%d][%d] %g, go %g", be.Name(), hd, nq, n, g, p, got[i], want[i])
+							}
+						}
+					}
+					gotV := make([]float32, nq*hd)
+					be.AttnValues(gotV, prob, stride, nq, v, vStride, hd, n)
+					if i := firstDiff(F32Bytes(gotV), F32Bytes(wantV)); i >= 0 {
+						t.Fatalf("%s AttnValues hd=%d nq=%d n=%d: element %d: %g, go %g", be.Name(), hd, nq, n, i/4, gotV[i/4], wantV[i/4])
+					}
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkAttn(b *testing.B) {
+	be, _ := BackendByName("")
+	r := rand.New(rand.NewPCG(45, 46))
+	const hd, nq, n, stride = 64, 4, 256, 256
+	q := gaussRow(r, nq*hd, 1)
+	kT := gaussRow(r, hd*stride, 1)
+	v := gaussRow(r, n*hd, 1)
+	dst := make([]float32, nq*stride)
+	out := make([]float32, nq*hd)
+	b.Run("scores", func(b *testing.B) {
+		for b.Loop() {
+			be.AttnScores(dst, stride, q, nq, hd, kT, stride, n)
+		}
+	})
+	b.Run("values", func(b *testing.B) {
+		for b.Loop() {
+			be.AttnValues(out, dst, stride, nq, v, hd, hd, n)
+		}
+	})
+}
