@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 )
@@ -161,16 +162,16 @@ func packX8(t Type, out []byte, in *[8][]byte) {
 					out[32+32*c+16*(r/4)+4*k+r%4] = x[4+4*c+k]
 				}
 			}
+			// Four output bytes at a time: the low (or high) nibbles of
+			// qs[8q..8q+3] and qs[8q+4..8q+7] interleaved by nibble.
 			for j := 0; j < 8; j++ {
-				qs := x[16+32*(j/2) : 16+32*(j/2)+32]
+				qs := (*[32]byte)(x[16+32*(j/2):])
 				sh := 4 * uint(j%2)
 				o := out[128+128*j+4*r:]
 				for q := 0; q < 4; q++ {
-					for m := 0; m < 4; m++ {
-						lo := qs[8*q+m] >> sh & 0xf
-						hi := qs[8*q+4+m] >> sh & 0xf
-						o[32*q+m] = lo | hi<<4
-					}
+					lo := binary.LittleEndian.Uint32(qs[8*q:]) >> sh & 0x0f0f0f0f
+					hi := binary.LittleEndian.Uint32(qs[8*q+4:]) >> sh & 0x0f0f0f0f
+					binary.LittleEndian.PutUint32(o[32*q:], lo|hi<<4)
 				}
 			}
 		}
@@ -181,16 +182,28 @@ func packX8(t Type, out []byte, in *[8][]byte) {
 				out[16+16*p+2*r] = x[192+2*p]
 				out[16+16*p+2*r+1] = x[192+2*p+1]
 			}
-			var u [QK_K]uint8
-			unpackQ6_K(&u, (*[blockQ6_KSize]byte)(x))
+			// Sub-block g's sixteen quants lie in one quarter of a
+			// half (l = 16g - 128h): low nibbles from ql (high nibbles
+			// in quarters 2 and 3), top bits from qh at bit 2·quarter;
+			// four bytes of each at a time.
 			for g := 0; g < 16; g++ {
-				base := 144 + 96*g
-				for m := 0; m < 4; m++ {
-					e := 16*g + m
-					out[base+4*r+m] = u[e]&15 | (u[e+4]&15)<<4
-					out[base+32+4*r+m] = u[e+8]&15 | (u[e+12]&15)<<4
-					out[base+64+4*r+m] = u[e]>>4 | (u[e+4]>>4)<<2 | (u[e+8]>>4)<<4 | (u[e+12]>>4)<<6
+				h := g / 8
+				l := 16*g - 128*h
+				qd, li := uint(l/32), l%32
+				ql := (*[64]byte)(x[64*h:])
+				qh := (*[32]byte)(x[128+32*h:])
+				qlOff := 32 * int(qd%2)
+				nib := 4 * (qd / 2)
+				lo := func(i int) uint32 {
+					return binary.LittleEndian.Uint32(ql[qlOff+li+i:]) >> nib & 0x0f0f0f0f
 				}
+				hi := func(i int) uint32 {
+					return binary.LittleEndian.Uint32(qh[li+i:]) >> (2 * qd) & 0x03030303
+				}
+				base := 144 + 96*g + 4*r
+				binary.LittleEndian.PutUint32(out[base:], lo(0)|lo(4)<<4)
+				binary.LittleEndian.PutUint32(out[base+32:], lo(8)|lo(12)<<4)
+				binary.LittleEndian.PutUint32(out[base+64:], hi(0)|hi(4)<<2|hi(8)<<4|hi(12)<<6)
 			}
 		}
 	default:

@@ -410,3 +410,17 @@ func BenchmarkSwiGLU(b *testing.B) {
 		be.SwiGLU(out, gate, up)
 	}
 }
+
+func BenchmarkRepackX8(b *testing.B) {
+	for _, typ := range X8Types {
+		b.Run(typ.String(), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(7, 8))
+			m := randX8Matrix(b, r, typ, 256, 2048)
+			dst := make([]byte, len(m.Data))
+			b.SetBytes(int64(len(m.Data)))
+			for b.Loop() {
+				RepackX8Rows(dst, m, 0, m.Rows/8)
+			}
+		})
+	}
+}

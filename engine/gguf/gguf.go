@@ -3,6 +3,7 @@ package gguf
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/weos/llm-engine/kernels"
 )
@@ -177,7 +178,21 @@ type File struct {
 	kvIndex     map[string]int
 	tensorIndex map[string]int
 	data        []byte // whole file
+	mapped      bool   // data is a memory map of the file (Open)
 	closer      func() error
+}
+
+// MapHolds reports whether b lies within the memory map of the file (Open
+// maps it; Parse works on the caller's buffer, which is no map). A caller
+// may then release the pages of b with madvise(MADV_DONTNEED): they are
+// read back from the file if touched again.
+func (f *File) MapHolds(b []byte) bool {
+	if !f.mapped || len(b) == 0 || len(f.data) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(f.data)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return p >= lo && p+uintptr(len(b)) <= lo+uintptr(len(f.data))
 }
 
 // Close releases the memory map. Tensor data must not be used afterwards.

@@ -61,6 +61,7 @@ func Open(path string) (*File, error) {
 		unix.Munmap(data)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	f.mapped = true
 	f.closer = func() error { return unix.Munmap(data) }
 	return f, nil
 }

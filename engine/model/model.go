@@ -168,7 +168,11 @@ func Load(f *gguf.File, opts Options) (*Model, error) {
 	switch opts.Layout {
 	case kernels.LayoutRows:
 	case kernels.LayoutX8:
-		if err := m.repack(opts.RepackProgress); err != nil {
+		files := []*gguf.File{f}
+		if conv.file != nil {
+			files = append(files, conv.file)
+		}
+		if err := m.repack(opts.RepackProgress, files); err != nil {
 			return nil, err
 		}
 	default:
