@@ -332,6 +332,17 @@ func (en *energy) ensureCapperLocked() error {
 	return nil
 }
 
+// resyncThreads makes the capped group hold exactly the pools' worker
+// threads now (a lane's pool is about to close: its threads leave the
+// group while they still exist).
+func (en *energy) resyncThreads() {
+	en.mu.Lock()
+	defer en.mu.Unlock()
+	if err := en.syncThreadsLocked(); err != nil {
+		en.capErr = err.Error()
+	}
+}
+
 // syncThreadsLocked makes the capped group hold exactly the pool's worker
 // threads.
 func (en *energy) syncThreadsLocked() error {

@@ -192,12 +192,20 @@ func TestPowerCapRealCgroupV1(t *testing.T) {
 		results = nil
 		return r
 	}
+	// The compute threads: the engine's loading pool (idle) and, once the
+	// first generation has made it, the lane's pool (the lane's scheduler
+	// thread is its worker 0), all in the capped group.
+	var tids []int
 	cpu := func() time.Duration {
-		d, err := power.ThreadCPUTime(tid)
-		if err != nil {
-			t.Fatal(err)
+		var sum time.Duration
+		for _, tid := range tids {
+			d, err := power.ThreadCPUTime(tid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += d
 		}
-		return d
+		return sum
 	}
 	// engine.info round trips over the socket every 20 ms during a window.
 	probe := func(d time.Duration) (n int, worst time.Duration) {
@@ -224,12 +232,25 @@ func TestPowerCapRealCgroupV1(t *testing.T) {
 
 	time.Sleep(500 * time.Millisecond)
 	takeResults()
+	st2, err := ctl.PowerStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tids = st2.WorkerThreads
+	if len(tids) != 2 {
+		t.Fatalf("worker threads %v: want the loading pool's and the lane's", tids)
+	}
+	for _, w := range tids {
+		if g := cgroupOf(t, w, "cpu"); g != top+"/infer" {
+			t.Fatalf("worker thread %d in cpu group %q", w, g)
+		}
+	}
 	c0, w0 := cpu(), time.Now()
 	n, worst := probe(6 * time.Second)
 	c1, w1 := cpu(), time.Now()
 	capped := takeResults()
 	share := float64(c1-c0) / float64(w1.Sub(w0))
-	t.Logf("capped at 3 W: worker CPU %v in %v = %.1f%% of one core; engine.info: %d calls, worst %v; %d runs at %.0f tokens/s",
+	t.Logf("capped at 3 W: workers' CPU %v in %v = %.1f%% of one core; engine.info: %d calls, worst %v; %d runs at %.0f tokens/s",
 		(c1 - c0).Round(time.Millisecond), w1.Sub(w0).Round(time.Millisecond), share*100, n, worst.Round(100*time.Microsecond), len(capped), tokensPerSec(capped))
 	if share < 0.27 || share > 0.33 {
 		t.Errorf("worker thread ran %.1f%% of a core under a 30%% quota (want ±10%%)", share*100)

@@ -61,8 +61,8 @@ type Engine struct {
 	// sequences on top.
 	compute sync.Mutex
 
-	poolsMu sync.Mutex
-	pools   map[int]*kernels.Pool // smaller pools, by thread count
+	poolsMu   sync.Mutex
+	lanePools map[*lane]*kernels.Pool // each live lane's pool (laneThread)
 
 	lanesMu sync.Mutex
 	lanes   map[laneKey]*lane
@@ -94,7 +94,7 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{opts: opts, backend: be, models: map[string]*loaded{}, pools: map[int]*kernels.Pool{}, lanes: map[laneKey]*lane{}}
+	e := &Engine{opts: opts, backend: be, models: map[string]*loaded{}, lanePools: map[*lane]*kernels.Pool{}, lanes: map[laneKey]*lane{}}
 	// cpu-avx2 is a plan's default only when the engine is not held to
 	// another backend (the daemon's "backend" setting).
 	e.hasAVX2 = slices.Contains(kernels.AvailableBackends(), "cpu-avx2") && (opts.Backend == "" || opts.Backend == "auto" || opts.Backend == "cpu-avx2")
@@ -182,13 +182,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 	e.energy.close() // threads back to their cgroup before they exit
-	e.poolsMu.Lock()
-	for n, p := range e.pools {
-		p.Close()
-		delete(e.pools, n)
-	}
-	e.poolsMu.Unlock()
-	e.pool.Close()
+	e.pool.Close()   // the lanes' pools closed with their schedulers
 	errs = append(errs, e.plans.close())
 	if e.tmpState != "" {
 		os.RemoveAll(e.tmpState)

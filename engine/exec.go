@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -47,36 +48,46 @@ type lane struct {
 	toks   []int32
 }
 
-// poolFor returns the worker pool of n threads: the engine's own pool for
-// its full size, else one created on first use (and kept) so that a plan
-// asking for fewer threads computes on fewer.
-func (e *Engine) poolFor(n int) (*kernels.Pool, error) {
-	if n <= 0 || n >= e.pool.Threads() {
-		return e.pool, nil
-	}
-	e.poolsMu.Lock()
-	defer e.poolsMu.Unlock()
-	if p, ok := e.pools[n]; ok {
-		return p, nil
-	}
-	p, err := kernels.NewPool(n)
-	if err != nil {
-		return nil, err
-	}
-	e.pools[n] = p
-	return p, nil
-}
-
-// workerTIDs are the OS thread ids of every worker pool (power cap and
-// energy attribution cover them all).
+// workerTIDs are the OS thread ids of every worker pool: the engine's (model
+// loading) and each lane's (the power cap and energy attribution cover them
+// all).
 func (e *Engine) workerTIDs() []int {
 	tids := e.pool.TIDs()
 	e.poolsMu.Lock()
 	defer e.poolsMu.Unlock()
-	for _, p := range e.pools {
+	for _, p := range e.lanePools {
 		tids = append(tids, p.TIDs()...)
 	}
 	return tids
+}
+
+// laneThread runs a lane's scheduler loop (sched.Config.Thread) on an OS
+// thread that is worker 0 of the lane's compute pool (kernels.NewPoolHere):
+// the scheduler's decisions and the forward passes run on the same thread,
+// with no hand-off per step, and a plan's threads are exactly the threads
+// that compute. The thread is never unlocked: it exits with the goroutine
+// (it may have been in a power-capping cgroup).
+func (e *Engine) laneThread(l *lane, ready chan<- error) func(loop func()) {
+	return func(loop func()) {
+		runtime.LockOSThread()
+		p, err := kernels.NewPoolHere(l.key.threads, kernels.PoolOptions{})
+		if err == nil {
+			l.pool = p
+			e.poolsMu.Lock()
+			e.lanePools[l] = p
+			e.poolsMu.Unlock()
+		}
+		ready <- err
+		loop()
+		if p == nil {
+			return
+		}
+		e.poolsMu.Lock()
+		delete(e.lanePools, l)
+		e.poolsMu.Unlock()
+		e.energy.resyncThreads() // out of the capped group while they live
+		p.Close()
+	}
 }
 
 func (e *Engine) laneFor(m *loaded, r *plan.Resolved) (*lane, error) {
@@ -97,19 +108,21 @@ func (e *Engine) laneFor(m *loaded, r *plan.Resolved) (*lane, error) {
 	if unloaded { // UnloadModel removes the lanes after marking the model
 		return nil, errorf(CodeModelNotFound, "model %s was unloaded", m.info.ModelID)
 	}
-	pool, err := e.poolFor(key.threads)
-	if err != nil {
-		return nil, errorf(CodeInternal, "worker pool of %d threads: %v", key.threads, err)
-	}
 	V := m.model.Config.Vocab
-	l := &lane{e: e, key: key, m: m, pool: pool, batch: m.model.NewBatch(key.maxBatch), logits: make([]float32, key.maxBatch*V)}
+	l := &lane{e: e, key: key, m: m, batch: m.model.NewBatch(key.maxBatch), logits: make([]float32, key.maxBatch*V)}
+	ready := make(chan error, 1)
 	cfg := sched.Config{Mode: key.mode, Policy: key.policy, MaxBatch: key.maxBatch, MaxQueue: key.maxQueue,
-		MaxWait: time.Duration(key.maxWaitMS) * time.Millisecond}
+		MaxWait: time.Duration(key.maxWaitMS) * time.Millisecond, Thread: e.laneThread(l, ready)}
 	if key.policy == sched.PolicyEnergy {
 		cfg.Energy = e.readJoules
 	}
+	var err error
 	if l.s, err = sched.New(cfg, l); err != nil {
 		return nil, errorf(CodePlanInvalid, "scheduler: %v", err)
+	}
+	if err := <-ready; err != nil {
+		l.s.Close()
+		return nil, errorf(CodeInternal, "worker pool of %d threads: %v", key.threads, err)
 	}
 	e.lanes[key] = l
 	return l, nil

@@ -162,7 +162,7 @@ func (pm *planMgr) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := renameio.WriteFile(pm.activePath, append(b, '\n'), 0o640); err != nil {
+	if err := renameio.WriteFile(pm.activePath, append(b, '\n'), 0o640, renameio.WithTempDir(filepath.Dir(pm.activePath))); err != nil {
 		return fmt.Errorf("plans: %w", err)
 	}
 	return syncDir(filepath.Dir(pm.activePath))

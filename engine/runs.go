@@ -21,7 +21,8 @@ import (
 
 // Run records. Every run that was accepted (queued) ends with a record in
 // <StateDir>/runs/<run_id>.json, written atomically (renameio: temporary
-// file, fsync, rename; then the directory is fsynced) before generate
+// file in the same directory, fsync, rename; then the directory is
+// fsynced) before generate
 // replies: finished, cancelled (queued or running) or failed. A record that
 // cannot be written is kept in memory and retried at every later write and
 // at shutdown. Retention is bounded (Options.MaxRunRecords): the oldest
@@ -172,7 +173,7 @@ func (rs *runStore) write(r *RunRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := renameio.WriteFile(filepath.Join(rs.dir, r.RunID+".json"), append(b, '\n'), 0o640); err != nil {
+	if err := renameio.WriteFile(filepath.Join(rs.dir, r.RunID+".json"), append(b, '\n'), 0o640, renameio.WithTempDir(rs.dir)); err != nil {
 		return fmt.Errorf("run record %s: %w", r.RunID, err)
 	}
 	return syncDir(rs.dir)

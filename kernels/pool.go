@@ -184,6 +184,7 @@ func yieldThread() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
 type poolCore struct {
 	n          int
 	tids       []int
+	owner      int // TID of the calling thread that is worker 0 (NewPoolHere), else 0
 	workerSpin time.Duration
 	callerSpin time.Duration
 
@@ -227,11 +228,30 @@ var poolThreads atomic.Int64 // threads of all live pools
 func NewPool(n int) (*Pool, error) { return NewPoolWith(n, PoolOptions{}) }
 
 // NewPoolWith starts n worker threads.
-func NewPoolWith(n int, o PoolOptions) (*Pool, error) {
+func NewPoolWith(n int, o PoolOptions) (*Pool, error) { return newPool(n, o, 0) }
+
+// NewPoolHere makes a pool of n threads whose worker 0 is the calling
+// goroutine's OS thread, which must be locked to it (runtime.LockOSThread)
+// for the pool's lifetime; n-1 worker threads are started. Exec and Run
+// must then be called from that goroutine only, and compute on its thread:
+// no hand-off between the thread that decides what to compute and the one
+// that computes (a scheduler loop that steps a model every few hundred
+// microseconds would otherwise pay a cross-thread wake-up per step, and on
+// a machine with as many CPUs as threads keep one more thread runnable than
+// there are CPUs). The caller's TID is TIDs()[0]: a power cap moving the
+// pool's threads moves it too. Close from the same goroutine.
+func NewPoolHere(n int, o PoolOptions) (*Pool, error) {
 	if n < 1 || n > 1024 {
 		return nil, fmt.Errorf("kernels: pool size %d out of range (1..1024)", n)
 	}
-	c := &poolCore{n: n, tids: make([]int, n), workers: make([]parker, n)}
+	return newPool(n, o, unix.Gettid())
+}
+
+func newPool(n int, o PoolOptions, owner int) (*Pool, error) {
+	if n < 1 || n > 1024 {
+		return nil, fmt.Errorf("kernels: pool size %d out of range (1..1024)", n)
+	}
+	c := &poolCore{n: n, tids: make([]int, n), workers: make([]parker, n), owner: owner}
 	switch {
 	case o.WorkerSpin < 0:
 		c.workerSpin = 0
@@ -262,16 +282,27 @@ func NewPoolWith(n int, o PoolOptions) (*Pool, error) {
 	}
 
 	type started struct{ id, tid int }
+	first := 0
+	if owner != 0 {
+		c.tids[0], first = owner, 1 // worker 0 is the caller
+	}
 	ready := make(chan started, n)
-	c.wg.Add(n)
-	for i := 0; i < n; i++ {
+	c.wg.Add(n - first)
+	for i := first; i < n; i++ {
 		go c.worker(i, func(tid int) { ready <- started{i, tid} })
 	}
-	for i := 0; i < n; i++ {
+	for i := first; i < n; i++ {
 		s := <-ready
 		c.tids[s.id] = s.tid
 	}
 	return &Pool{c: c}, nil
+}
+
+// checkOwner panics unless a caller-owned pool is used from its thread.
+func (c *poolCore) checkOwner() {
+	if c.owner != 0 && unix.Gettid() != c.owner {
+		panic("kernels: a NewPoolHere pool used from a thread other than the one that made it")
+	}
 }
 
 // Threads returns the number of worker threads.
@@ -294,6 +325,7 @@ func (p *Pool) Close() error {
 	if c.closed {
 		return nil
 	}
+	c.checkOwner()
 	c.closed = true
 	tag := c.publish(kindQuit, c.n)
 	for i := range c.workers {
@@ -401,6 +433,11 @@ func (p *Pool) Run(n int, fn func(worker, start, end int)) {
 	}
 	c.lock()
 	defer c.mu.Unlock()
+	if c.owner != 0 { // the caller is worker 0
+		c.checkOwner()
+		c.run(true, n, fn)
+		return
+	}
 	c.run(false, n, fn)
 }
 
@@ -451,6 +488,11 @@ func (p *Pool) Exec(f func(*Pool)) {
 	c := p.c
 	c.lock()
 	defer c.mu.Unlock()
+	if c.owner != 0 { // the caller is worker 0: run f here
+		c.checkOwner()
+		f(&c.innerPool)
+		return
+	}
 	c.execFn = f
 	c.execDone.Store(0)
 	tag := c.publish(kindExec, 1)

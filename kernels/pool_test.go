@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -266,5 +267,55 @@ func TestPoolStress(t *testing.T) {
 				t.Fatalf("threads %d spin %v: %d chunk elements, want %d", threads, spin, hits.Load(), want)
 			}
 		}
+	}
+}
+
+// TestPoolHere: a NewPoolHere pool computes chunk 0 and Exec bodies on the
+// calling thread, its other chunks on its own workers, and refuses use from
+// another thread.
+func TestPoolHere(t *testing.T) {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // for the pool's lifetime (the thread then exits with the goroutine)
+		done <- func() error {
+			me := unix.Gettid()
+			p, err := NewPoolHere(3, PoolOptions{})
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			if p.TIDs()[0] != me || p.Threads() != 3 {
+				return fmt.Errorf("TIDs %v, caller %d", p.TIDs(), me)
+			}
+			var tids [3]atomic.Int64
+			var sum atomic.Int64
+			p.Run(30, func(w, s, e int) {
+				tids[w].Store(int64(unix.Gettid()))
+				sum.Add(int64(e - s))
+			})
+			if sum.Load() != 30 || tids[0].Load() != int64(me) || tids[1].Load() == int64(me) || tids[2].Load() == int64(me) {
+				return fmt.Errorf("chunks: sum %d, threads %d %d %d (caller %d)", sum.Load(), tids[0].Load(), tids[1].Load(), tids[2].Load(), me)
+			}
+			var execTID int
+			p.Exec(func(ip *Pool) {
+				execTID = unix.Gettid()
+				ip.Run(5, func(_, s, e int) { sum.Add(int64(e - s)) })
+			})
+			if execTID != me || sum.Load() != 35 {
+				return fmt.Errorf("Exec ran on %d (caller %d), sum %d", execTID, me, sum.Load())
+			}
+			other := make(chan any)
+			go func() {
+				defer func() { other <- recover() }()
+				p.Run(4, func(int, int, int) {})
+			}()
+			if <-other == nil {
+				return errors.New("use from another goroutine did not panic")
+			}
+			return nil
+		}()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

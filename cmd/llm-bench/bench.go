@@ -175,7 +175,7 @@ func (c *benchCmd) Run() error {
 		if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 			return err
 		}
-		if err := renameio.WriteFile(s.path, s.data, 0o644); err != nil {
+		if err := renameio.WriteFile(s.path, s.data, 0o644, renameio.WithTempDir(filepath.Dir(s.path))); err != nil {
 			return err
 		}
 	}

@@ -56,7 +56,7 @@ func writeSynth(preset string, seed uint64, out string, bar bool) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	pf, err := renameio.NewPendingFile(out, renameio.WithPermissions(0o644))
+	pf, err := renameio.NewPendingFile(out, renameio.WithPermissions(0o644), renameio.WithTempDir(filepath.Dir(out)))
 	if err != nil {
 		return err
 	}

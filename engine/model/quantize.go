@@ -526,7 +526,7 @@ func writeEntry(entry, srcPath string, f *gguf.File, jobs []convJob, srcSHA, typ
 			return err
 		}
 	}
-	pf, err := renameio.NewPendingFile(entry, renameio.WithPermissions(0o644))
+	pf, err := renameio.NewPendingFile(entry, renameio.WithPermissions(0o644), renameio.WithTempDir(filepath.Dir(entry)))
 	if err != nil {
 		return fmt.Errorf("model: cache: %w", err)
 	}
@@ -627,7 +627,7 @@ func SourceSHA256(path, cacheDir string) (string, error) {
 		rec.SHA256 = sum
 		if b, err := json.Marshal(rec); err == nil {
 			if os.MkdirAll(filepath.Dir(recPath), 0o755) == nil {
-				_ = renameio.WriteFile(recPath, append(b, '\n'), 0o644) // a cache: failing to write it only costs time
+				_ = renameio.WriteFile(recPath, append(b, '\n'), 0o644, renameio.WithTempDir(filepath.Dir(recPath))) // a cache: failing to write it only costs time
 			}
 		}
 	}

@@ -289,7 +289,7 @@ func (s *Store) write(name string, version int, raw []byte) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	if err := renameio.WriteFile(s.file(name, version), raw, 0o640); err != nil {
+	if err := renameio.WriteFile(s.file(name, version), raw, 0o640, renameio.WithTempDir(dir)); err != nil {
 		return err
 	}
 	if err := syncDir(dir); err != nil {

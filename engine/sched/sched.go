@@ -66,6 +66,12 @@ type Config struct {
 	Energy func() (joules float64, ok bool)
 	// EnergyMinSteps: see DefaultEnergyMinSteps (0 means the default).
 	EnergyMinSteps int
+	// Thread, if set, runs the scheduler's loop: the scheduler's goroutine
+	// calls Thread(loop), and Thread must call loop on that same goroutine
+	// and return when it returns. It lets the executor prepare the
+	// goroutine its calls arrive on (the engine locks it to an OS thread
+	// that becomes worker 0 of the lane's compute pool) and clean up after.
+	Thread func(loop func())
 }
 
 // Seq is one sequence, as the scheduler sees it. The engine's type carries
@@ -168,7 +174,11 @@ func New(cfg Config, ex Executor) (*Scheduler, error) {
 	}
 	s := &Scheduler{cfg: cfg, ex: ex, wake: make(chan struct{}, 1), done: make(chan struct{}), energy: map[int]*energyBucket{}}
 	s.stats.StepsBySize = map[int]int64{}
-	go s.loop()
+	if cfg.Thread != nil {
+		go cfg.Thread(s.loop)
+	} else {
+		go s.loop()
+	}
 	return s, nil
 }
 
