@@ -176,7 +176,7 @@ const (
 
 // RunRecord is everything about one run: what was asked, the resolved plan
 // it ran under, what came out and how fast. Finished runs are stored in the
-// state directory (runs/<run_id>.json).
+// state directory (a line of runs/runs.jsonl).
 type RunRecord struct {
 	RunID  string `json:"run_id"`
 	Status string `json:"status"`

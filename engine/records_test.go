@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // recModel is a shared model for the run-record and plan-store tests.
@@ -35,10 +37,11 @@ func recEngine(t *testing.T, state string, maxRecords int) *Engine {
 	return e
 }
 
-// TestRunRecordsRetentionAndRestart: every run leaves a record, written
-// atomically; the oldest are pruned beyond the retention; records, plans,
-// the active versions and the audit log survive a restart; temporary files
-// left by a crash are ignored.
+// TestRunRecordsRetentionAndRestart: every run leaves a record, a line of
+// the run log; the oldest are pruned beyond the retention; records, plans,
+// the active versions and the audit log survive a restart; a line cut by a
+// crash and temporary files left by one are ignored; records of the
+// one-file-per-run format are still read.
 func TestRunRecordsRetentionAndRestart(t *testing.T) {
 	model := recModel(t, "stories260K.gguf")
 	state := t.TempDir()
@@ -52,9 +55,11 @@ func TestRunRecordsRetentionAndRestart(t *testing.T) {
 		}
 		ids = append(ids, res.RunID)
 	}
-	files, _ := filepath.Glob(filepath.Join(state, "runs", "*.json"))
-	if len(files) != 3 {
-		t.Fatalf("%d record files, want 3 (retention)", len(files))
+	if n := logLines(t, state); n != 5 {
+		t.Fatalf("%d lines in the run log, want 5 (compaction at twice the retention)", n)
+	}
+	if list, _ := e.ListRuns(ctx, RunListRequest{}); len(list.Runs) != 3 {
+		t.Fatalf("%d runs listed, want 3 (retention)", len(list.Runs))
 	}
 	if _, err := e.GetRun(ctx, RunIDRequest{RunID: ids[0]}); err == nil || err.(*Error).Code != CodeRunNotFound {
 		t.Fatalf("pruned record: %v", err)
@@ -74,17 +79,49 @@ func TestRunRecordsRetentionAndRestart(t *testing.T) {
 	}
 	e.Close()
 
-	// A crash's leftovers: a renameio temporary file and a cut audit line.
+	// A crash's leftovers: a renameio temporary file, a cut run record
+	// and a cut audit line; and a record in the older one-file format.
 	os.WriteFile(filepath.Join(state, "runs", ".run-x.json123"), []byte("{"), 0o640)
+	lf, _ := os.OpenFile(filepath.Join(state, "runs", "runs.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	lf.WriteString(`{"run_id":"run-20260101T000000.000Z-abcdef","sta`)
+	lf.Close()
+	legacy := *rec
+	legacy.RunID, legacy.QueuedAt = "run-20200101T000000.000Z-0a0b0c", rec.QueuedAt.Add(-time.Nanosecond) // between runs 3 and 4
+	lb, _ := json.Marshal(&legacy)
+	os.WriteFile(filepath.Join(state, "runs", legacy.RunID+".json"), lb, 0o640)
 	f, _ := os.OpenFile(filepath.Join(state, "plan-audit.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"seq":99,"action":"pu`)
 	f.Close()
 
 	e = recEngine(t, state, 3)
-	defer e.Close()
 	list, err := e.ListRuns(ctx, RunListRequest{})
-	if err != nil || len(list.Runs) != 3 || list.Runs[0].RunID != ids[4] || list.Runs[2].RunID != ids[2] {
+	if err != nil || len(list.Runs) != 3 || list.Runs[0].RunID != ids[4] || list.Runs[1].RunID != legacy.RunID || list.Runs[2].RunID != ids[3] {
 		t.Fatalf("after restart: %+v %v", list, err)
+	}
+	if got, err := e.GetRun(ctx, RunIDRequest{RunID: legacy.RunID}); err != nil || got.Text != rec.Text {
+		t.Fatalf("legacy record: %+v %v", got, err)
+	}
+	// A new run goes on a fresh line after the cut one.
+	res, err := e.Generate(ctx, GenerateRequest{Model: model, Prompt: "after", MaxTokens: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.GetRun(ctx, RunIDRequest{RunID: res.RunID}); err != nil || got.Status != RunFinished {
+		t.Fatalf("record after the cut line: %+v %v", got, err)
+	}
+	e.Close()
+	// With a retention of 1 only that run remains: the legacy file is
+	// deleted, and the log is compacted at start.
+	e = recEngine(t, state, 1)
+	defer e.Close()
+	if list, _ := e.ListRuns(ctx, RunListRequest{}); len(list.Runs) != 1 || list.Runs[0].RunID != res.RunID {
+		t.Fatalf("retention 1: %+v", list)
+	}
+	if _, err := os.Stat(filepath.Join(state, "runs", legacy.RunID+".json")); !os.IsNotExist(err) {
+		t.Fatalf("legacy record not pruned: %v", err)
+	}
+	if n := logLines(t, state); n != 1 {
+		t.Fatalf("%d lines in the run log after a start with retention 1", n)
 	}
 	g, err := e.GetPlan(ctx, PlanGetRequest{Name: "p"})
 	if err != nil || g.Version != 1 || g.Active != 1 {
@@ -103,6 +140,72 @@ func TestRunRecordsRetentionAndRestart(t *testing.T) {
 	raw, _ := os.ReadFile(filepath.Join(state, "plan-audit.jsonl"))
 	if !strings.Contains(string(raw), "\"action\":\"pu\n") {
 		t.Fatalf("the cut line was rewritten (the log is append-only):\n%s", raw)
+	}
+}
+
+func logLines(t *testing.T, state string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(state, "runs", "runs.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(raw), "\n")
+}
+
+// TestRunLogGroupCommitAndCompaction: runs finishing together share the
+// log's writes; every one is readable; the log is compacted to the
+// retained records once it holds twice the retention.
+func TestRunLogGroupCommitAndCompaction(t *testing.T) {
+	model := recModel(t, "stories260K.gguf")
+	state := t.TempDir()
+	ctx := context.Background()
+	e := recEngine(t, state, 10)
+	defer e.Close()
+	var mu sync.Mutex
+	var ids []string
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := e.Generate(ctx, GenerateRequest{Model: model, Prompt: fmt.Sprintf("Tom %d", i), MaxTokens: 2}, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			ids = append(ids, res.RunID)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if n := logLines(t, state); n >= 20 || n < 10 {
+		t.Fatalf("%d log lines after 16 runs with a retention of 10: want compaction to 10 at 20 lines", n)
+	}
+	list, _ := e.ListRuns(ctx, RunListRequest{Limit: 100})
+	if len(list.Runs) != 10 {
+		t.Fatalf("%d runs listed, want 10", len(list.Runs))
+	}
+	for _, s := range list.Runs {
+		rec, err := e.GetRun(ctx, RunIDRequest{RunID: s.RunID})
+		if err != nil || rec.RunID != s.RunID || len(rec.Tokens) != 2 {
+			t.Fatalf("run %s: %+v %v", s.RunID, rec, err)
+		}
+	}
+	// Past twice the retention, the log is rewritten with the retained.
+	for i := range 6 {
+		if _, err := e.Generate(ctx, GenerateRequest{Model: model, Prompt: fmt.Sprintf("Sue %d", i), MaxTokens: 2}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := logLines(t, state); n > 12 {
+		t.Fatalf("%d log lines: the log was not compacted", n)
+	}
+	list, _ = e.ListRuns(ctx, RunListRequest{Limit: 100})
+	for _, s := range list.Runs {
+		if _, err := e.GetRun(ctx, RunIDRequest{RunID: s.RunID}); err != nil {
+			t.Fatalf("run %s after compaction: %v", s.RunID, err)
+		}
 	}
 }
 

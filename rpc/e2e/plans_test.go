@@ -227,8 +227,8 @@ func TestPlanLifecycle(t *testing.T) {
 	if !seen[1] || !seen[2] {
 		t.Fatalf("lanes on 1 and 2 threads expected: %+v", st.Lanes)
 	}
-	// Run records survive in the state directory.
-	if _, err := os.Stat(filepath.Join(r.dir, "runs", res.RunID+".json")); err != nil {
-		t.Fatal(err)
+	// Run records are lines of the run log in the state directory.
+	if raw, err := os.ReadFile(filepath.Join(r.dir, "runs", "runs.jsonl")); err != nil || !strings.Contains(string(raw), `"run_id":"`+res.RunID+`"`) {
+		t.Fatalf("run %s not in the run log: %v", res.RunID, err)
 	}
 }
