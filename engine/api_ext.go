@@ -349,11 +349,15 @@ type ModelEvent struct {
 	Time    time.Time `json:"time"`
 }
 
-// ModelLoadingEvent is event.model.loading's params: the tensors a plan
-// converts are quantized at load time; sent at most every 10% of the work.
+// ModelLoadingEvent is event.model.loading's params (at most every 10% of
+// the work) and model.progress's (to the caller of model.load, at most
+// every 1%): the phase of the load ("quantize": the tensors a plan converts,
+// in source bytes; "repack": the matrices moved to the x8 weight layout, in
+// bytes) and how far it is.
 type ModelLoadingEvent struct {
 	Path     string  `json:"path"`
 	Plan     PlanUse `json:"plan"`
+	Phase    string  `json:"phase"`
 	Done     int64   `json:"done_bytes"`
 	Total    int64   `json:"total_bytes"`
 	Fraction float64 `json:"fraction"`

@@ -323,23 +323,33 @@ func (e *Engine) loadInstance(ctx context.Context, f *gguf.File, key modelKey, r
 	// threads) and cached in the cache directory.
 	use := ch.use
 	use.Hash = r.Hash
-	last := -1.0
-	progress := func(done, total int64) {
-		if total <= 0 {
-			return
-		}
-		if f := float64(done) / float64(total); f >= last+0.1 || done == total {
-			last = f
-			e.publish(TopicModel, EventModelLoading, ModelLoadingEvent{Path: key.path, Plan: use, Done: done, Total: total, Fraction: f})
+	caller, _ := ctx.Value(loadProgressKey{}).(func(ModelLoadingEvent))
+	phaseProgress := func(phase string) func(done, total int64) {
+		lastEvent, lastCaller := -1.0, -1.0
+		return func(done, total int64) {
+			if total <= 0 {
+				return
+			}
+			f := float64(done) / float64(total)
+			ev := ModelLoadingEvent{Path: key.path, Plan: use, Phase: phase, Done: done, Total: total, Fraction: f}
+			if f >= lastEvent+0.1 || done == total {
+				lastEvent = f
+				e.publish(TopicModel, EventModelLoading, ev)
+			}
+			if caller != nil && (f >= lastCaller+0.01 || done == total) {
+				lastCaller = f
+				caller(ev)
+			}
 		}
 	}
+	progress := phaseProgress("quantize")
 	layout := kernels.LayoutRows
 	if key.layout == plan.LayoutX8 {
 		layout = kernels.LayoutX8
 	}
 	mdl, err := model.LoadCached(f, key.path, e.opts.CacheDir, model.Options{Backend: be, Pool: e.pool,
 		Types: conversions(r), AllowRequantize: *r.Plan.Quantization.AllowRequantize, Progress: progress,
-		Layout: layout})
+		Layout: layout, RepackProgress: phaseProgress("repack")})
 	if err != nil {
 		f.Close()
 		return nil, errorf(CodeModelInvalid, "model %s: %v", ref, err)
@@ -389,6 +399,15 @@ func (e *Engine) loadInstance(ctx context.Context, f *gguf.File, key modelKey, r
 	e.mu.Unlock()
 	e.publish(TopicModel, EventModelLoaded, ModelEvent{ModelID: m.info.ModelID, Path: key.path, Plan: use, Actor: actorOf(ctx), Time: time.Now().UTC()})
 	return m, nil
+}
+
+type loadProgressKey struct{}
+
+// WithLoadProgress returns a context under which a model load (model.load,
+// or a generate that loads its model) reports its progress to fn, on the
+// loading goroutine, at most every 1% of each phase and at its end.
+func WithLoadProgress(ctx context.Context, fn func(ModelLoadingEvent)) context.Context {
+	return context.WithValue(ctx, loadProgressKey{}, fn)
 }
 
 // newModelID names a model after its file, made unique. Caller holds e.mu.

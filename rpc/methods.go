@@ -23,6 +23,10 @@ const (
 	// NotificationGenerateToken is sent by the daemon during a streaming
 	// generate call, once per TokenEvent, in order, before the reply.
 	NotificationGenerateToken = "generate.token"
+	// NotificationModelProgress is sent during model.load while the model
+	// is quantized at load or repacked (engine.ModelLoadingEvent), before
+	// the reply.
+	NotificationModelProgress = "model.progress"
 )
 
 // NoParams is the params type of methods that take none: params may be
@@ -145,10 +149,14 @@ func buildTable() []*Method {
 			}
 			return nil
 		},
-		func(ctx context.Context, s *Service, p *engine.LoadRequest, _ Notifier) (*engine.ModelInfo, error) {
+		func(ctx context.Context, s *Service, p *engine.LoadRequest, n Notifier) (*engine.ModelInfo, error) {
+			if n != nil {
+				ctx = engine.WithLoadProgress(ctx, func(ev engine.ModelLoadingEvent) { n.Notify(NotificationModelProgress, ev) })
+			}
 			return s.eng.LoadModel(ctx, *p)
 		})
 	load.Mutating = true
+	load.Notifications = []Notification{{Name: NotificationModelProgress, Summary: "Load progress: quantization at load and repacking to the x8 weight layout, at most every 1% of each phase.", Params: reflect.TypeFor[engine.ModelLoadingEvent]()}}
 
 	list := method(MethodModelList, "List the loaded models.", "",
 		nil,

@@ -18,12 +18,12 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/weos/llm-engine/engine/gguf"
 	"github.com/weos/llm-engine/engine/model"
 	"github.com/weos/llm-engine/engine/plan"
 	"github.com/weos/llm-engine/engine/synth"
+	"github.com/weos/llm-engine/internal/progress"
 	"github.com/weos/llm-engine/kernels"
 )
 
@@ -228,8 +228,9 @@ func resolveTypes(f *gguf.File, q, backend, layout string) (map[string]kernels.T
 	return types, l, nil
 }
 
-// load opens the model and loads it quantized with q on the pool.
-func (c *benchCmd) load(q string, pool *kernels.Pool, progress func(done, total int64)) (*gguf.File, *model.Model, error) {
+// load opens the model and loads it quantized with q on the pool, in the
+// plan's weight layout, or in forceLayout[0] when given.
+func (c *benchCmd) load(q string, pool *kernels.Pool, onProgress func(done, total int64), forceLayout ...kernels.Layout) (*gguf.File, *model.Model, error) {
 	be, err := kernels.BackendByName(c.Backend)
 	if err != nil {
 		return nil, nil, err
@@ -246,7 +247,10 @@ func (c *benchCmd) load(q string, pool *kernels.Pool, progress func(done, total 
 		f.Close()
 		return nil, nil, err
 	}
-	m, err := model.LoadCached(f, c.Model, c.CacheDir, model.Options{Backend: be, Pool: pool, Types: types, Progress: progress, Layout: layout})
+	if len(forceLayout) > 0 {
+		layout = forceLayout[0]
+	}
+	m, err := model.LoadCached(f, c.Model, c.CacheDir, model.Options{Backend: be, Pool: pool, Types: types, Progress: onProgress, Layout: layout})
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -261,18 +265,18 @@ func (c *benchCmd) prepare(q string) error {
 		return err
 	}
 	defer pool.Close()
-	var pb *progressbar.ProgressBar
-	progress := func(done, total int64) {
+	var pb *progress.Bar
+	onProgress := func(done, total int64) {
 		if c.Quiet || done == total && pb == nil {
 			return // nothing to convert, or a cache hit
 		}
 		if pb == nil {
-			pb = progressbar.DefaultBytes(total, "quantizing to "+q)
+			pb = progress.New(os.Stderr, "quantizing to "+q, total)
 		}
-		pb.Set64(done)
+		pb.Set(done, total)
 	}
 	start := time.Now()
-	f, m, err := c.load(q, pool, progress)
+	f, m, err := c.load(q, pool, onProgress, kernels.LayoutRows) // fills the cache: no need to repack
 	if err != nil {
 		return err
 	}

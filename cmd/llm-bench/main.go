@@ -21,9 +21,9 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/google/renameio/v2"
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/weos/llm-engine/engine/synth"
+	"github.com/weos/llm-engine/internal/progress"
 )
 
 type synthCmd struct {
@@ -46,11 +46,8 @@ func writeSynth(preset string, seed uint64, out string, bar bool) error {
 	}
 	spec.Seed = seed
 	if bar {
-		pb := progressbar.DefaultBytes(-1, "writing "+filepath.Base(out))
-		spec.Progress = func(done, total int64) {
-			pb.ChangeMax64(total)
-			pb.Set64(done)
-		}
+		pb := progress.New(os.Stderr, "writing "+filepath.Base(out), -1)
+		spec.Progress = func(done, total int64) { pb.Set(done, total) }
 		defer pb.Finish()
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {

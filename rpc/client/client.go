@@ -152,6 +152,24 @@ func (c *Client) Info(ctx context.Context) (*engine.Info, error) {
 
 // LoadModel calls model.load.
 func (c *Client) LoadModel(ctx context.Context, req engine.LoadRequest) (*engine.ModelInfo, error) {
+	return c.LoadModelProgress(ctx, req, nil)
+}
+
+// LoadModelProgress calls model.load; progress (may be nil) gets each
+// model.progress notification.
+func (c *Client) LoadModelProgress(ctx context.Context, req engine.LoadRequest, progress func(engine.ModelLoadingEvent)) (*engine.ModelInfo, error) {
+	if progress != nil {
+		c.OnNotification(func(method string, params json.RawMessage) {
+			if method != rpc.NotificationModelProgress {
+				return
+			}
+			var ev engine.ModelLoadingEvent
+			if json.Unmarshal(params, &ev) == nil {
+				progress(ev)
+			}
+		})
+		defer c.OnNotification(nil)
+	}
 	var out engine.ModelInfo
 	if err := c.Call(ctx, rpc.MethodModelLoad, req, &out); err != nil {
 		return nil, err

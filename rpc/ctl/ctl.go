@@ -18,6 +18,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/weos/llm-engine/engine"
+	"github.com/weos/llm-engine/internal/progress"
 	"github.com/weos/llm-engine/rpc"
 	"github.com/weos/llm-engine/rpc/client"
 )
@@ -390,7 +391,11 @@ func (l loadCmd) Run(e *env) error {
 		return err
 	}
 	defer c.Close()
-	mi, err := c.LoadModel(e.ctx, engine.LoadRequest{Path: l.Path, Plan: plan})
+	var onProgress func(engine.ModelLoadingEvent)
+	if !e.json {
+		onProgress = newLoadProgress(e.stderr)
+	}
+	mi, err := c.LoadModelProgress(e.ctx, engine.LoadRequest{Path: l.Path, Plan: plan}, onProgress)
 	if err != nil {
 		return err
 	}
@@ -400,6 +405,31 @@ func (l loadCmd) Run(e *env) error {
 	fmt.Fprintf(e.stdout, "loaded %s: %s, %s params, %s tensors, n_ctx %d, in %.0f ms\n",
 		mi.ModelID, mi.Arch, humanCount(mi.NParams), tensorTypes(mi.TensorTypes), mi.NCtx, mi.LoadMS)
 	return nil
+}
+
+// newLoadProgress shows model.progress notifications on w, a bar (or, off
+// a terminal, lines) per phase of the load.
+func newLoadProgress(w io.Writer) func(engine.ModelLoadingEvent) {
+	names := map[string]string{"quantize": "quantizing at load", "repack": "repacking to x8"}
+	var bar *progress.Bar
+	phase := ""
+	return func(ev engine.ModelLoadingEvent) {
+		if ev.Phase != phase || bar == nil {
+			if bar != nil {
+				bar.Finish()
+			}
+			name := names[ev.Phase]
+			if name == "" {
+				name = ev.Phase
+			}
+			phase, bar = ev.Phase, progress.New(w, name, ev.Total)
+		}
+		bar.Set(ev.Done, ev.Total)
+		if ev.Done == ev.Total {
+			bar.Finish()
+			bar = nil
+		}
+	}
 }
 
 func (u unloadCmd) Run(e *env) error {
