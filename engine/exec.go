@@ -42,10 +42,13 @@ type lane struct {
 	s    *sched.Scheduler
 
 	// step scratch, used by the scheduler's goroutine only
-	batch  *model.Batch
-	logits []float32
-	states []*model.State
-	toks   []int32
+	batch   *model.Batch
+	logits  []float32
+	states  []*model.State
+	toks    []int32
+	joining []*seqRun
+	spans   []model.Span
+	owners  []*seqRun
 }
 
 // workerTIDs are the OS thread ids of every worker pool: the engine's (model
@@ -109,7 +112,7 @@ func (e *Engine) laneFor(m *loaded, r *plan.Resolved) (*lane, error) {
 		return nil, errorf(CodeModelNotFound, "model %s was unloaded", m.info.ModelID)
 	}
 	V := m.model.Config.Vocab
-	l := &lane{e: e, key: key, m: m, batch: m.model.NewBatch(key.maxBatch), logits: make([]float32, key.maxBatch*V)}
+	l := &lane{e: e, key: key, m: m, batch: m.model.NewBatch(max(key.maxBatch, PrefillStep)), logits: make([]float32, key.maxBatch*V)}
 	ready := make(chan error, 1)
 	cfg := sched.Config{Mode: key.mode, Policy: key.policy, MaxBatch: key.maxBatch, MaxQueue: key.maxQueue,
 		MaxWait: time.Duration(key.maxWaitMS) * time.Millisecond, Thread: e.laneThread(l, ready)}
@@ -153,6 +156,8 @@ type seqRun struct {
 
 	// used by the lane's goroutine only
 	state      *model.State
+	fed        int // prompt tokens run (prefill)
+	slot       int // index in the Prefill call
 	kvBytes    int64
 	logits     []float32
 	dec        *tokenizer.StreamDecoder
@@ -203,37 +208,111 @@ func (sr *seqRun) snapshot() RunRecord {
 	return rec
 }
 
-// Prefill implements sched.Executor: the prompt in one forward pass (on the
-// plan's threads), then the first token.
-func (l *lane) Prefill(s sched.Seq) (bool, error) {
-	sr := s.(*seqRun)
-	e := l.e
-	lim := sr.res.Plan.Limits
-	if err := e.applyPowerLimit(*lim.MaxWatts, *lim.Enforcement); err != nil {
-		return false, err
-	}
-	sr.state = l.m.model.NewStateBatch(sr.ctxLen, min(len(sr.prompt), 64))
-	sr.kvBytes = sr.state.KVBytes()
-	e.kvBytes.Add(sr.kvBytes)
-	e.activeSeqs.Add(1)
-	sr.logits = make([]float32, l.m.model.Config.Vocab)
-	sr.dec = l.m.tok.NewStreamDecoder()
-	sr.mu.Lock()
-	sr.status = RunRunning
-	sr.startedAt = time.Now()
-	sr.mu.Unlock()
-	e.publish(TopicRun, EventRunStarted, RunEvent{RunID: sr.id, ModelID: l.m.info.ModelID, Plan: sr.use, Actor: sr.actor, BenchID: sr.benchID, Time: sr.startedAt.UTC()})
+// PrefillStep is the most prompt tokens one prefill forward pass of a lane
+// runs (at least max_batch): the prompts of sequences joining together
+// share passes of up to this many tokens, a longer prompt continues in the
+// next pass. It bounds the lane's step buffers (about 127 KB per token for
+// a TinyLlama-1.1B shape).
+const PrefillStep = 128
 
-	e.compute.Lock()
-	sr.er = e.energy.startRun()
-	err := l.m.model.ForwardOn(l.pool, sr.state, sr.prompt, sr.logits, false)
-	e.compute.Unlock()
-	if err != nil {
-		return false, errorf(CodeInternal, "forward pass: %v", err)
+// Prefill implements sched.Executor: the joining sequences' prompts side by
+// side in forward passes of at most the lane's step size (model.Batch.Step,
+// on the plan's threads), each sequence's first token sampled as soon as
+// the pass holding the end of its prompt is done.
+func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
+	e := l.e
+	runs := l.joining[:0]
+	for i, s := range seqs {
+		sr := s.(*seqRun)
+		lim := sr.res.Plan.Limits
+		if err := e.applyPowerLimit(*lim.MaxWatts, *lim.Enforcement); err != nil {
+			errs[i] = err
+			continue
+		}
+		// The state's own step buffers hold one token: prompts run in
+		// the lane's batch.
+		sr.state = l.m.model.NewStateBatch(sr.ctxLen, 1)
+		sr.kvBytes = sr.state.KVBytes()
+		e.kvBytes.Add(sr.kvBytes)
+		e.activeSeqs.Add(1)
+		sr.logits = make([]float32, l.m.model.Config.Vocab)
+		sr.dec = l.m.tok.NewStreamDecoder()
+		sr.fed, sr.slot = 0, i
+		sr.mu.Lock()
+		sr.status = RunRunning
+		sr.startedAt = time.Now()
+		sr.mu.Unlock()
+		e.publish(TopicRun, EventRunStarted, RunEvent{RunID: sr.id, ModelID: l.m.info.ModelID, Plan: sr.use, Actor: sr.actor, BenchID: sr.benchID, Time: sr.startedAt.UTC()})
+		runs = append(runs, sr)
 	}
-	sr.promptDone = time.Now()
-	sr.last = sr.promptDone
-	return sr.emit(sr.logits), nil
+	if len(runs) == 0 {
+		return
+	}
+	e.compute.Lock()
+	for _, sr := range runs {
+		sr.er = e.energy.startRun()
+	}
+	e.compute.Unlock()
+	V := l.m.model.Config.Vocab
+	for pending := runs; len(pending) > 0; {
+		// A run cancelled between passes of its prompt stops here.
+		keep := pending[:0]
+		for _, sr := range pending {
+			if sr.ctx.Err() != nil {
+				errs[sr.slot] = context.Cause(sr.ctx)
+			} else {
+				keep = append(keep, sr)
+			}
+		}
+		if pending = keep; len(pending) == 0 {
+			break
+		}
+		// The next pass: the pending prompts in order, each as much as
+		// the pass has room for.
+		l.spans, l.owners = l.spans[:0], l.owners[:0]
+		left := l.batch.Max()
+		for _, sr := range pending {
+			if left == 0 {
+				break
+			}
+			k := min(left, len(sr.prompt)-sr.fed)
+			l.spans = append(l.spans, model.Span{State: sr.state, Tokens: sr.prompt[sr.fed : sr.fed+k], Logits: sr.fed+k == len(sr.prompt)})
+			l.owners = append(l.owners, sr)
+			left -= k
+		}
+		e.compute.Lock()
+		err := l.batch.Step(l.pool, l.spans, l.logits)
+		e.compute.Unlock()
+		if err != nil {
+			for _, sr := range pending {
+				errs[sr.slot] = errorf(CodeInternal, "forward pass: %v", err)
+			}
+			break
+		}
+		now := time.Now()
+		r := 0
+		for i, sr := range l.owners {
+			sr.fed += len(l.spans[i].Tokens)
+			l.spans[i] = model.Span{}
+			if sr.fed < len(sr.prompt) {
+				continue
+			}
+			copy(sr.logits, l.logits[r*V:(r+1)*V])
+			r++
+			sr.promptDone, sr.last = now, now
+			done[sr.slot] = sr.emit(sr.logits)
+		}
+		keep = pending[:0]
+		for _, sr := range pending {
+			if sr.fed < len(sr.prompt) {
+				keep = append(keep, sr)
+			}
+		}
+		pending = keep
+	}
+	clear(l.spans)
+	clear(l.owners)
+	clear(runs)
 }
 
 // Step implements sched.Executor: one token for every sequence, one

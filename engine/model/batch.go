@@ -1,8 +1,8 @@
 package model
 
-// Multi-sequence batched decode, for the scheduler's continuous batching
-// (engine/sched): one step advances several independent sequences by one
-// token each. Every weight matrix is applied ONCE to the current tokens of
+// Multi-sequence steps, for the scheduler's continuous batching
+// (engine/sched): one step advances several independent sequences, by one
+// token each (decode) or by a piece of their prompt (Step). Every weight matrix is applied ONCE to the current tokens of
 // all the sequences (nTok = number of sequences); attention is computed per
 // sequence over its own KV cache. The step is Forward's (step.go); because
 // kernels.MatMul computes every output element with the same dot product on
@@ -20,24 +20,28 @@ import (
 	"github.com/weos/llm-engine/kernels"
 )
 
-// Batch is the scratch space of a batched decode step for up to Max
-// sequences of one model. It is reused across steps (a step allocates
-// nothing) and used by one goroutine at a time.
+// Batch is the scratch space of a step of up to Max tokens over several
+// sequences of one model: a decode step (one token of each of n sequences)
+// or a mixed one (Step: the prompts of joining sequences, whole or in
+// pieces, next to other sequences' next tokens). It is reused across steps
+// (a step allocates nothing) and used by one goroutine at a time.
 type Batch struct {
-	m   *Model
-	max int
-	sp  *stepper
+	m    *Model
+	max  int
+	sp   *stepper
+	toks []int32
 }
 
-// NewBatch allocates the scratch space for steps of up to maxSeqs sequences.
-func (m *Model) NewBatch(maxSeqs int) *Batch {
-	if maxSeqs < 1 {
-		maxSeqs = 1
+// NewBatch allocates the scratch space for steps of up to maxTokens tokens
+// (a decode step of n sequences has n).
+func (m *Model) NewBatch(maxTokens int) *Batch {
+	if maxTokens < 1 {
+		maxTokens = 1
 	}
-	return &Batch{m: m, max: maxSeqs, sp: newStepper(m, maxSeqs)}
+	return &Batch{m: m, max: maxTokens, sp: newStepper(m, maxTokens), toks: make([]int32, 0, maxTokens)}
 }
 
-// Max returns the most sequences one step of b can advance.
+// Max returns the most tokens one step of b can run.
 func (b *Batch) Max() int { return b.max }
 
 // ForwardBatch advances each sequence by one token on the model's pool:
@@ -62,7 +66,7 @@ func (b *Batch) Forward(p *kernels.Pool, states []*State, tokens []int32, logits
 	case n == 0:
 		return errors.New("model: ForwardBatch: no sequences")
 	case n > b.max:
-		return fmt.Errorf("model: ForwardBatch: %d sequences exceed the batch's %d", n, b.max)
+		return fmt.Errorf("model: ForwardBatch: %d sequences exceed the batch's %d tokens", n, b.max)
 	case len(tokens) != n:
 		return fmt.Errorf("model: ForwardBatch: %d tokens for %d sequences", len(tokens), n)
 	case len(logits) < n*c.Vocab:
@@ -71,17 +75,8 @@ func (b *Batch) Forward(p *kernels.Pool, states []*State, tokens []int32, logits
 		return errors.New("model: ForwardBatch needs an outer pool")
 	}
 	for i, s := range states {
-		if s == nil || s.m != m {
-			return fmt.Errorf("model: ForwardBatch: sequence %d belongs to another model", i)
-		}
-		if s.Pos+1 > s.ctx {
-			return fmt.Errorf("model: %w: sequence %d: 1 token at position %d exceeds the state's context of %d", ErrContextFull, i, s.Pos, s.ctx)
-		}
-		if t := tokens[i]; t < 0 || int(t) >= c.Vocab {
-			return fmt.Errorf("model: token %d (sequence %d) is out of the vocabulary [0,%d)", t, i, c.Vocab)
-		}
-		if p.Threads() > len(s.scores) {
-			return fmt.Errorf("model: pool of %d threads exceeds the %d sequence %d was made for", p.Threads(), len(s.scores), i)
+		if err := b.check(p, i, s, tokens[i:i+1]); err != nil {
+			return err
 		}
 		for j := 0; j < i; j++ {
 			if states[j] == s {
@@ -90,16 +85,113 @@ func (b *Batch) Forward(p *kernels.Pool, states []*State, tokens []int32, logits
 		}
 	}
 	sp := b.sp
-	sp.toks, sp.seqs, sp.logits, sp.last = tokens, states, logits[:n*c.Vocab], false
-	p.Exec(sp.stepFn)
-	sp.toks, sp.seqs, sp.logits = nil, nil, nil
-	if sp.err != nil {
-		err := sp.err
-		sp.err = nil
+	sp.toks, sp.logits, sp.allOut, sp.distinct = tokens, logits[:n*c.Vocab], true, true
+	for i, s := range states {
+		sp.seqs[i], sp.pos[i] = s, s.Pos
+	}
+	if err := sp.exec(p); err != nil {
 		return err
 	}
 	for _, s := range states {
 		s.Pos++
+	}
+	return nil
+}
+
+// check validates sequence i of a step: its state and the tokens it runs.
+func (b *Batch) check(p *kernels.Pool, i int, s *State, tokens []int32) error {
+	c := &b.m.Config
+	if s == nil || s.m != b.m {
+		return fmt.Errorf("model: sequence %d belongs to another model", i)
+	}
+	if s.Pos+len(tokens) > s.ctx {
+		return fmt.Errorf("model: %w: sequence %d: %d tokens at position %d exceed the state's context of %d", ErrContextFull, i, len(tokens), s.Pos, s.ctx)
+	}
+	for _, t := range tokens {
+		if t < 0 || int(t) >= c.Vocab {
+			return fmt.Errorf("model: token %d (sequence %d) is out of the vocabulary [0,%d)", t, i, c.Vocab)
+		}
+	}
+	if p.Threads() > len(s.scores) {
+		return fmt.Errorf("model: pool of %d threads exceeds the %d sequence %d was made for", p.Threads(), len(s.scores), i)
+	}
+	return nil
+}
+
+// Span is a run of consecutive tokens of one sequence in a Step: a whole
+// prompt, a piece of one, or a single next token.
+type Span struct {
+	State  *State
+	Tokens []int32
+	// Logits asks for the logits of the span's last token (the end of a
+	// prompt, a decoded token); a piece of a longer prompt needs none.
+	Logits bool
+}
+
+// Step runs the spans in one forward pass on pool p (nil: the model's):
+// span i's tokens at positions State.Pos, State.Pos+1, … of its sequence,
+// appended to its KV cache; each State.Pos advances by its span's length.
+// Logits rows are written for the spans that ask for them, in span order,
+// at logits[r*Vocab:(r+1)*Vocab] for the r-th. Each token's arithmetic is
+// that of Forward and ForwardBatch (step.go): logits are bit-identical to
+// running each sequence alone. At most Max tokens in all, one span per
+// sequence.
+func (b *Batch) Step(p *kernels.Pool, spans []Span, logits []float32) error {
+	m := b.m
+	c := &m.Config
+	if p == nil {
+		p = m.pool
+	}
+	n, rows := 0, 0
+	for i, sp := range spans {
+		if len(sp.Tokens) == 0 {
+			return fmt.Errorf("model: Step: span %d has no tokens", i)
+		}
+		n += len(sp.Tokens)
+		if sp.Logits {
+			rows++
+		}
+	}
+	switch {
+	case n == 0:
+		return errors.New("model: Step: no tokens")
+	case n > b.max:
+		return fmt.Errorf("model: Step: %d tokens exceed the batch's %d", n, b.max)
+	case len(logits) < rows*c.Vocab:
+		return fmt.Errorf("model: logits buffer holds %d floats, need %d", len(logits), rows*c.Vocab)
+	case p.Inner():
+		return errors.New("model: Step needs an outer pool")
+	}
+	for i, sp := range spans {
+		if err := b.check(p, i, sp.State, sp.Tokens); err != nil {
+			return err
+		}
+		for j := 0; j < i; j++ {
+			if spans[j].State == sp.State {
+				return fmt.Errorf("model: Step: spans %d and %d are of the same sequence", j, i)
+			}
+		}
+	}
+	st := b.sp
+	b.toks = b.toks[:0]
+	for _, sp := range spans {
+		for j, tok := range sp.Tokens {
+			st.seqs[len(b.toks)], st.pos[len(b.toks)] = sp.State, sp.State.Pos+j
+			b.toks = append(b.toks, tok)
+		}
+		if sp.Logits {
+			st.out = append(st.out, len(b.toks)-1)
+		}
+	}
+	st.toks, st.allOut, st.distinct = b.toks, rows == n, n == len(spans)
+	if rows > 0 {
+		st.logits = logits[:rows*c.Vocab]
+	}
+	if err := st.exec(p); err != nil {
+		return err
+	}
+	for _, sp := range spans {
+		sp.State.Pos += len(sp.Tokens)
 	}
 	return nil
 }

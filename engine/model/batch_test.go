@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/weos/llm-engine/engine/gguf"
@@ -16,6 +17,23 @@ import (
 // the loader's tests).
 func batchModel(t testing.TB, file string, threads int) *Model {
 	t.Helper()
+	f, err := gguf.Open(sharedModelPath(t, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	pool, err := kernels.NewPool(threads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	return loadWithPool(t, f, pool)
+}
+
+// sharedModelPath returns ../shared/models/file, skipping t loudly when
+// it is absent.
+func sharedModelPath(t testing.TB, file string) string {
+	t.Helper()
 	dir := os.Getenv("LLM_ENGINE_SHARED")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "..", "shared")
@@ -26,16 +44,33 @@ func batchModel(t testing.TB, file string, threads int) *Model {
 		fmt.Fprintln(os.Stderr, msg)
 		t.Skip(msg)
 	}
-	f, err := gguf.Open(path)
+	return path
+}
+
+// hereModel is batchModel on a pool whose worker 0 is the calling
+// goroutine's thread (locked here), as each of the engine's lanes runs:
+// a benchmark on a NewPool would time a hand-off to another thread per
+// step that the engine does not make. The caller closes m.Pool() from the
+// same goroutine.
+func hereModel(t testing.TB, file string, threads int) *Model {
+	t.Helper()
+	runtime.LockOSThread()
+	f, err := gguf.Open(sharedModelPath(t, file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	pool, err := kernels.NewPool(threads)
+	pool, err := kernels.NewPoolHere(threads, kernels.PoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pool.Close() })
+	return loadWithPool(t, f, pool)
+}
+
+// loadWithPool loads f with the default backend and its default plan's
+// layout on pool.
+func loadWithPool(t testing.TB, f *gguf.File, pool *kernels.Pool) *Model {
+	t.Helper()
 	be, err := kernels.BackendByName("")
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +255,8 @@ func BenchmarkForwardBatch(b *testing.B) {
 	for _, threads := range []int{1, 2} {
 		for _, n := range []int{1, 8} {
 			b.Run(fmt.Sprintf("synth-256-Q4_K_M/t%d/seqs%d", threads, n), func(b *testing.B) {
-				m := batchModel(b, "synth-256-Q4_K_M.gguf", threads)
+				m := hereModel(b, "synth-256-Q4_K_M.gguf", threads)
+				defer m.pool.Close()
 				V := m.Config.Vocab
 				states := make([]*State, n)
 				toks := make([]int32, n)
@@ -246,6 +282,122 @@ func BenchmarkForwardBatch(b *testing.B) {
 				}
 				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
 			})
+		}
+	}
+}
+
+// TestStepMixedSpans: steps that mix prompts (whole, and cut into pieces
+// that span steps) with other sequences' next tokens give every sequence
+// logits bit-identical to running it alone with Forward; on 1 and 2
+// threads, with a token budget that forces prompts across steps.
+func TestStepMixedSpans(t *testing.T) {
+	files := []string{"synth-256-Q4_K_M.gguf", "stories260K.gguf", "stories260K-Q8_0.gguf"}
+	if testing.Short() {
+		files = files[:1]
+	}
+	for _, file := range files {
+		t.Run(file, func(t *testing.T) {
+			for _, threads := range []int{1, 2} {
+				m := batchModel(t, file, threads)
+				V := m.Config.Vocab
+				type seq struct {
+					prompt []int32
+					fed    int // prompt tokens run so far
+					n      int // tokens to decode
+					want   [][32]byte
+					got    [][32]byte
+					st     *State
+					next   int32
+				}
+				var seqs []*seq
+				for i := range 7 {
+					p := []int32{1}
+					for j := 0; j < 1+5*i%13; j++ {
+						p = append(p, int32((11*i+17*j+5)%(V-3))+3)
+					}
+					sq := &seq{prompt: p, n: 6 + i%3}
+					sq.want = solo(t, m, p, sq.n)
+					sq.st = m.NewStateBatch(len(p)+sq.n+1, 1)
+					seqs = append(seqs, sq)
+				}
+				const budget = 16
+				b := m.NewBatch(budget)
+				logits := make([]float32, budget*V)
+				for step := 0; ; step++ {
+					// Sequence i joins at step i/2; decoders first, then
+					// prompt pieces while the budget lasts.
+					var spans []Span
+					var owners []*seq
+					left := budget
+					for _, sq := range seqs {
+						if sq.fed == len(sq.prompt) && len(sq.got) < sq.n+1 && left > 0 {
+							spans = append(spans, Span{State: sq.st, Tokens: []int32{sq.next}, Logits: true})
+							owners = append(owners, sq)
+							left--
+						}
+					}
+					for i, sq := range seqs {
+						if step < i/2 || sq.fed == len(sq.prompt) || left == 0 {
+							continue
+						}
+						k := min(left, len(sq.prompt)-sq.fed)
+						spans = append(spans, Span{State: sq.st, Tokens: sq.prompt[sq.fed : sq.fed+k], Logits: sq.fed+k == len(sq.prompt)})
+						owners = append(owners, sq)
+						sq.fed += k
+						left -= k
+					}
+					if len(spans) == 0 {
+						break
+					}
+					if err := b.Step(nil, spans, logits); err != nil {
+						t.Fatal(err)
+					}
+					r := 0
+					for i, sp := range spans {
+						if !sp.Logits {
+							continue
+						}
+						row := logits[r*V : (r+1)*V]
+						owners[i].got = append(owners[i].got, sum(row))
+						owners[i].next = argmaxF(row)
+						r++
+					}
+				}
+				for i, sq := range seqs {
+					if len(sq.got) != len(sq.want) {
+						t.Fatalf("%d threads: seq %d: %d logits rows, want %d", threads, i, len(sq.got), len(sq.want))
+					}
+					for j := range sq.got {
+						if sq.got[j] != sq.want[j] {
+							t.Fatalf("%d threads: seq %d (prompt of %d): logits of step %d differ from its solo run", threads, i, len(sq.prompt), j)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestStepRejects: Step refuses bad spans before touching any state.
+func TestStepRejects(t *testing.T) {
+	m := batchModel(t, "stories260K.gguf", 1)
+	V := m.Config.Vocab
+	a, c := m.NewStateBatch(8, 1), m.NewStateBatch(4, 1)
+	b := m.NewBatch(6)
+	logits := make([]float32, 2*V)
+	for name, spans := range map[string][]Span{
+		"empty span":      {{State: a, Tokens: nil}},
+		"over the budget": {{State: a, Tokens: make([]int32, 4)}, {State: c, Tokens: make([]int32, 3)}},
+		"context full":    {{State: c, Tokens: make([]int32, 5)}},
+		"same sequence":   {{State: a, Tokens: []int32{1}}, {State: a, Tokens: []int32{2}}},
+		"bad token":       {{State: a, Tokens: []int32{1, int32(V)}}},
+		"no room":         {{State: a, Tokens: []int32{1}, Logits: true}, {State: c, Tokens: []int32{1}, Logits: true}, {State: m.NewStateBatch(4, 1), Tokens: []int32{1}, Logits: true}},
+	} {
+		if err := b.Step(nil, spans, logits); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if a.Pos != 0 || c.Pos != 0 {
+			t.Fatalf("%s: a rejected step moved a sequence", name)
 		}
 	}
 }

@@ -123,20 +123,19 @@ func (m *Model) forward(p *kernels.Pool, s *State, tokens []int32, logits []floa
 	sp := s.sp
 	for start := 0; start < n; start += s.maxBatch {
 		end := min(start+s.maxBatch, n)
-		sp.toks, sp.one, sp.last = tokens[start:end], s, !all
+		sp.toks, sp.distinct, sp.allOut = tokens[start:end], end-start == 1, all
+		for t := range end - start {
+			sp.seqs[t], sp.pos[t] = s, s.Pos+t
+		}
 		switch {
 		case all:
 			sp.logits = logits[start*c.Vocab : end*c.Vocab]
 		case end == n:
-			sp.logits = logits[:c.Vocab]
+			sp.logits, sp.out = logits[:c.Vocab], append(sp.out, end-start-1)
 		default:
 			sp.logits = nil // an inner step of a last-token-only call
 		}
-		p.Exec(sp.stepFn)
-		sp.toks, sp.one, sp.logits = nil, nil, nil
-		if sp.err != nil {
-			err := sp.err
-			sp.err = nil
+		if err := sp.exec(p); err != nil {
 			return err
 		}
 		s.Pos += end - start

@@ -36,7 +36,7 @@ func newStepBufs(c *Config, n int) stepBufs {
 		x: make([]float32, n*D), xb: make([]float32, n*max(D, Q)), xb2: make([]float32, n*D),
 		q: make([]float32, n*Q), att: make([]float32, n*Q),
 		k: make([]float32, n*KV), v: make([]float32, n*KV),
-		hb: make([]float32, n*F), hb2: make([]float32, n*F),
+		hb: make([]float32, n*max(F, D)), hb2: make([]float32, n*F), // hb: also output rows
 	}
 }
 
@@ -90,13 +90,18 @@ type stepper struct {
 	convs            []layerConvs
 	convOut          actConv
 
-	// the step being run
-	toks   []int32
-	one    *State   // the sequence of every token (prompt), or nil
-	seqs   []*State // the sequence of token t (batched decode)
-	layer  int
-	logits []float32 // n rows, or the last token's only (lastOnly)
-	last   bool      // logits of the last token only
+	// the step being run: token t is toks[t] at position pos[t] of
+	// sequence seqs[t] (seqs and pos are the stepper's, toks the caller's)
+	toks     []int32
+	seqs     []*State
+	pos      []int
+	distinct bool // no two tokens of one sequence (decode)
+	layer    int
+	// logits: a row for every token (allOut), or for the tokens listed in
+	// out (ascending), or none (nil)
+	logits []float32
+	allOut bool
+	out    []int
 	err    error
 
 	stepFn                            func(*kernels.Pool)
@@ -108,9 +113,10 @@ type stepper struct {
 
 func newStepper(m *Model, n int) *stepper {
 	c := &m.Config
-	sp := &stepper{m: m, bufs: newStepBufs(c, n), attnUnits: c.KVHeads, group: c.Heads / c.KVHeads}
+	sp := &stepper{m: m, bufs: newStepBufs(c, n), attnUnits: c.KVHeads, group: c.Heads / c.KVHeads,
+		seqs: make([]*State, n), pos: make([]int, n), out: make([]int, 0, n)}
 	D, Q, F := c.Dim, c.QDim(), c.FFN
-	sp.actD, sp.actQ, sp.actF = make([]byte, n*4*D), make([]byte, n*4*Q), make([]byte, n*4*F)
+	sp.actD, sp.actQ, sp.actF = make([]byte, n*4*D), make([]byte, n*4*Q), make([]byte, n*4*max(F, D))
 	sp.convs = make([]layerConvs, len(m.Layers))
 	for l := range m.Layers {
 		L := &m.Layers[l]
@@ -134,12 +140,17 @@ func newStepper(m *Model, n int) *stepper {
 }
 
 // seq returns token t's sequence and position.
-func (sp *stepper) seq(t int) (*State, int) {
-	if sp.one != nil {
-		return sp.one, sp.one.Pos + t
-	}
-	s := sp.seqs[t]
-	return s, s.Pos
+func (sp *stepper) seq(t int) (*State, int) { return sp.seqs[t], sp.pos[t] }
+
+// exec runs the step set up in sp on worker 0 of p, then clears the
+// step's references to its caller's data.
+func (sp *stepper) exec(p *kernels.Pool) error {
+	p.Exec(sp.stepFn)
+	clear(sp.seqs)
+	sp.toks, sp.logits, sp.out = nil, nil, sp.out[:0]
+	err := sp.err
+	sp.err = nil
+	return err
 }
 
 // run is one step, on worker 0 of the pool.
@@ -172,13 +183,13 @@ func (sp *stepper) run(p *kernels.Pool) {
 			kernels.MatMulOp{Out: q, W: &L.Wq},
 			kernels.MatMulOp{Out: k, W: &L.Wk},
 			kernels.MatMulOp{Out: v, W: &L.Wv})
-		if sp.one == nil && n >= p.Threads() {
+		if sp.distinct && n >= p.Threads() {
 			// Distinct sequences, enough of them: each token's
 			// projections, KV write and attention in one unit.
 			p.Run(n, sp.qkvAttnFn)
 			mm(cv.wo, sp.actQ, b.att[:n*Q], n, kernels.MatMulOp{Out: xb2, W: &L.Wo})
 		} else {
-			// One sequence (its tokens attend to each other's keys: all
+			// Tokens of one sequence attend to each other's keys (all
 			// are written first), or too few tokens to keep the workers
 			// busy: attention split by KV head.
 			p.Run(n, sp.qkvFn)
@@ -195,17 +206,34 @@ func (sp *stepper) run(p *kernels.Pool) {
 	}
 	switch {
 	case sp.logits == nil:
-	case sp.last:
-		cv := sp.convOut
-		if cv.ok {
-			be.MatMulActs(p, sp.actD[(n-1)*cv.rb:n*cv.rb], cv.rb, 1, kernels.MatMulOp{Out: sp.logits, W: &m.Output})
-		} else {
-			be.MatMul(p, sp.logits, &m.Output, xb[(n-1)*D:n*D], 1)
-		}
-		m.finishLogits(sp.logits[:c.Vocab])
-	default:
+	case sp.allOut:
 		mm(sp.convOut, sp.actD, xb, n, kernels.MatMulOp{Out: sp.logits, W: &m.Output})
 		m.finishLogits(sp.logits[:n*c.Vocab])
+	default:
+		// The listed tokens' rows, gathered (into buffers the layers are
+		// done with: F ≥ D) unless there is one.
+		k, cv := len(sp.out), sp.convOut
+		op := kernels.MatMulOp{Out: sp.logits[:k*c.Vocab], W: &m.Output}
+		if cv.ok {
+			act := sp.actD[sp.out[0]*cv.rb : (sp.out[0]+1)*cv.rb]
+			if k > 1 {
+				act = sp.actF[:k*cv.rb]
+				for i, t := range sp.out {
+					copy(act[i*cv.rb:(i+1)*cv.rb], sp.actD[t*cv.rb:(t+1)*cv.rb])
+				}
+			}
+			be.MatMulActs(p, act, cv.rb, k, op)
+		} else {
+			x := xb[sp.out[0]*D : (sp.out[0]+1)*D]
+			if k > 1 {
+				x = b.hb[:k*D]
+				for i, t := range sp.out {
+					copy(x[i*D:(i+1)*D], xb[t*D:(t+1)*D])
+				}
+			}
+			be.MatMulMany(p, x, k, op)
+		}
+		m.finishLogits(op.Out)
 	}
 }
 

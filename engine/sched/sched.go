@@ -85,10 +85,12 @@ type Seq interface {
 // Executor is what the engine offers the scheduler. Calls come from the
 // scheduler's goroutine, one at a time.
 type Executor interface {
-	// Prefill runs a joining sequence's prompt as its own forward pass and
-	// samples its first token. done reports that the sequence needs no
-	// decode step (it finished on its first token).
-	Prefill(s Seq) (done bool, err error)
+	// Prefill runs the prompts of the sequences joining at this step, in
+	// as few forward passes as the executor's step size allows (prompts
+	// batched together, long ones in pieces), and samples each one's first
+	// token. It sets done[i] when sequence i needs no decode step (it
+	// finished on its first token) and errs[i] when it failed.
+	Prefill(seqs []Seq, done []bool, errs []error)
 	// Step advances every sequence of seqs by one token in ONE batched
 	// forward pass, and sets done[i] for those that finished.
 	Step(seqs []Seq, done []bool) error
@@ -312,6 +314,7 @@ func (s *Scheduler) loop() {
 	var active []*item
 	var seqs []Seq
 	var done []bool
+	var errs []error
 	var timer *time.Timer
 	for {
 		// Wait for work, or for a filling batch's deadline.
@@ -396,22 +399,35 @@ func (s *Scheduler) loop() {
 		clear(active[len(keepA):])
 		active = keepA
 
-		// Joining sequences: each prompt is its own forward pass.
+		// Joining sequences: their prompts batched together.
+		joining := admit[:0]
 		for _, it := range admit {
 			it.admit = time.Now()
 			if it.seq.Context().Err() != nil {
 				s.finish(it, context.Cause(it.seq.Context()))
 				continue
 			}
-			fin, err := s.ex.Prefill(it.seq)
-			switch {
-			case err != nil:
-				s.finish(it, err)
-			case fin:
-				s.finish(it, nil)
-			default:
-				active = append(active, it)
+			joining = append(joining, it)
+		}
+		if len(joining) > 0 {
+			seqs = seqs[:0]
+			for _, it := range joining {
+				seqs = append(seqs, it.seq)
 			}
+			done = append(done[:0], make([]bool, len(seqs))...)
+			errs = append(errs[:0], make([]error, len(seqs))...)
+			s.ex.Prefill(seqs, done, errs)
+			for i, it := range joining {
+				switch {
+				case errs[i] != nil:
+					s.finish(it, errs[i])
+				case done[i]:
+					s.finish(it, nil)
+				default:
+					active = append(active, it)
+				}
+			}
+			clear(errs)
 		}
 		s.mu.Lock()
 		s.active = len(active)

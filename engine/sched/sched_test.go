@@ -23,17 +23,23 @@ type fakeExec struct {
 	mu        sync.Mutex
 	stepDur   time.Duration
 	batches   []int
+	prefills  []int // sequences per Prefill call
 	maxActive int
 	live      atomic.Int32 // prefilled and not finished (KV held)
 	joules    float64
 	perStep   func(n int) float64 // joules per step of n sequences
 }
 
-func (e *fakeExec) Prefill(s Seq) (bool, error) {
-	e.live.Add(1)
-	f := s.(*fakeSeq)
-	f.got = 1
-	return f.got >= f.n, nil
+func (e *fakeExec) Prefill(seqs []Seq, done []bool, _ []error) {
+	e.mu.Lock()
+	e.prefills = append(e.prefills, len(seqs))
+	e.mu.Unlock()
+	for i, s := range seqs {
+		e.live.Add(1)
+		f := s.(*fakeSeq)
+		f.got = 1
+		done[i] = f.got >= f.n
+	}
 }
 
 func (e *fakeExec) Step(seqs []Seq, done []bool) error {
@@ -131,6 +137,55 @@ func TestCostWaitsToFillBatch(t *testing.T) {
 	for _, b := range ex.batches {
 		if b != 4 {
 			t.Fatalf("cost policy ran batches %v, want all of 4", ex.batches)
+		}
+	}
+	if len(ex.prefills) != 1 || ex.prefills[0] != 4 {
+		t.Fatalf("prefills of %v sequences, want the four prompts in one call", ex.prefills)
+	}
+}
+
+// TestPrefillErrorsAndEarlyFinish: a joiner that fails its prefill or
+// finishes on its first token is finished with that outcome; the others
+// of the same prefill decode on.
+func TestPrefillErrorsAndEarlyFinish(t *testing.T) {
+	ex := &failingPrefill{fakeExec: fakeExec{}}
+	s, err := New(Config{Mode: ModeBatching, Policy: PolicyCost, MaxBatch: 3, MaxQueue: 16, MaxWait: 5 * time.Second}, ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bad, one, ok := newSeq(context.Background(), 5), newSeq(context.Background(), 1), newSeq(context.Background(), 4)
+	ex.bad = bad
+	for _, f := range []*fakeSeq{bad, one, ok} {
+		if err := s.Submit(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wait(t, bad); err == nil || err.Error() != "prompt too long" {
+		t.Fatalf("failed prefill finished with %v", err)
+	}
+	if err := wait(t, one); err != nil || one.got != 1 {
+		t.Fatalf("one-token sequence: %v after %d tokens", err, one.got)
+	}
+	if err := wait(t, ok); err != nil || ok.got != 4 {
+		t.Fatalf("healthy sequence: %v after %d tokens", err, ok.got)
+	}
+	st := s.Stats()
+	if st.Failed != 1 || st.Completed != 2 || st.StepsBySize[1] != 3 || len(st.StepsBySize) != 1 {
+		t.Fatalf("stats %+v: want 1 failed, 2 completed, 3 decode steps of 1", st)
+	}
+}
+
+type failingPrefill struct {
+	fakeExec
+	bad *fakeSeq
+}
+
+func (e *failingPrefill) Prefill(seqs []Seq, done []bool, errs []error) {
+	e.fakeExec.Prefill(seqs, done, errs)
+	for i, s := range seqs {
+		if s == Seq(e.bad) {
+			errs[i] = errors.New("prompt too long")
 		}
 	}
 }
