@@ -36,6 +36,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/weos/llm-engine/engine/gguf"
 	"github.com/weos/llm-engine/kernels"
@@ -388,19 +389,64 @@ func loadTensors(m *Model, l *loader) error {
 // factors when ctx exceeds the original context (llama.cpp decides by the
 // context size, n_ctx_seq > n_ctx_orig_yarn) and its short factors
 // otherwise.
-func (m *Model) ropeTable(rope []float32, ctx int) {
-	c := &m.Config
+func (m *Model) ropeTable(rope []float32, ctx int) { m.ropeRows(rope, 0, ctx, m.ropeFactors(ctx)) }
+
+// ropeFactors returns the frequency factors for a sequence of ctx tokens:
+// LongRoPE models use their long factors beyond the original context.
+func (m *Model) ropeFactors(ctx int) []float32 {
 	factors := m.RopeFreqs
 	if factors == nil && m.RopeShort != nil {
 		factors = m.RopeShort
-		if ctx > c.RopeOrigCtx {
+		if ctx > m.Config.RopeOrigCtx {
 			factors = m.RopeLong
 		}
 	}
+	return factors
+}
+
+// ropeRows fills rows [from, to) of a RoPE table.
+func (m *Model) ropeRows(rope []float32, from, to int, factors []float32) {
+	c := &m.Config
 	ts := kernels.RopeThetaScale(c.RopeBase, c.RopeDim)
-	for p := 0; p < ctx; p++ {
+	for p := from; p < to; p++ {
 		kernels.RopeCacheExt(rope[p*c.RopeDim:(p+1)*c.RopeDim], p, ts, c.RopeFreqScale, c.RopeAttnFactor, factors)
 	}
+}
+
+// ropeShared are a model's RoPE tables, shared by its states: row p depends
+// only on p and the factor set, so one table serves every sequence of up
+// to its length. A new sequence then costs no sines and cosines (0.05 ms
+// for 142 positions of synth-256, about 1 ms for 2048 of a 1.1B model's
+// head dim) unless it is longer than any before. Tables are never
+// written once published: a longer one is a new copy.
+type ropeShared struct {
+	mu     sync.Mutex
+	tables map[*float32][]float32 // by factor set (its first element; nil: none)
+}
+
+// ropeFor returns a read-only table of at least ctx rows for a sequence of
+// ctx tokens.
+func (m *Model) ropeFor(ctx int) []float32 {
+	c := &m.Config
+	factors := m.ropeFactors(ctx)
+	var key *float32
+	if len(factors) > 0 {
+		key = &factors[0]
+	}
+	m.rope.mu.Lock()
+	defer m.rope.mu.Unlock()
+	if m.rope.tables == nil {
+		m.rope.tables = map[*float32][]float32{}
+	}
+	t := m.rope.tables[key]
+	if have := len(t) / max(c.RopeDim, 1); have < ctx {
+		rows := (ctx + 255) &^ 255
+		nt := make([]float32, rows*c.RopeDim)
+		copy(nt, t)
+		m.ropeRows(nt, have, rows, factors)
+		m.rope.tables[key], t = nt, nt
+	}
+	return t[: ctx*c.RopeDim : ctx*c.RopeDim]
 }
 
 // embed writes token tok's input vector into x[:Dim].

@@ -384,9 +384,15 @@ func TestLongRopeFactors(t *testing.T) {
 	for _, tc := range []struct {
 		ctx  int
 		want []float32
-	}{{256, m.RopeShort}, {4096, m.RopeShort}, {4097, m.RopeLong}} {
-		rope := make([]float32, tc.ctx*c.RopeDim)
-		m.ropeTable(rope, tc.ctx)
+	}{{256, m.RopeShort}, {4096, m.RopeShort}, {4097, m.RopeLong}, {300, m.RopeShort}, {5000, m.RopeLong}} {
+		// The states' shared table (grown by earlier, shorter requests,
+		// or longer than asked) equals a table made for this context.
+		rope := m.ropeFor(tc.ctx)
+		fresh := make([]float32, tc.ctx*c.RopeDim)
+		m.ropeTable(fresh, tc.ctx)
+		if !slices.Equal(rope, fresh) {
+			t.Errorf("context %d: the shared RoPE table differs from a fresh one", tc.ctx)
+		}
 		p := tc.ctx - 1
 		cs := make([]float32, c.RopeDim)
 		kernels.RopeCacheExt(cs, p, ts, 1, c.RopeAttnFactor, tc.want)

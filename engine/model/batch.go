@@ -217,7 +217,7 @@ func (m *Model) ForwardOn(p *kernels.Pool, s *State, tokens []int32, logits []fl
 // KVBytes is the memory held by the state's KV cache and scratch buffers.
 func (s *State) KVBytes() int64 {
 	b := &s.sp.bufs
-	n := len(s.kc) + len(s.vc) + len(s.rope) + len(b.x) + len(b.xb) + len(b.xb2) +
+	n := len(s.kc) + len(s.vc) + len(b.x) + len(b.xb) + len(b.xb2) +
 		len(b.q) + len(b.att) + len(b.k) + len(b.v) + len(b.hb) + len(b.hb2) +
 		(len(s.sp.actD)+len(s.sp.actQ)+len(s.sp.actF))/4
 	for _, sc := range s.scores {
@@ -240,7 +240,7 @@ func (m *Model) StateBytes(ctxLen, maxBatch int) int64 {
 	maxBatch = min(maxBatch, ctxLen)
 	ctxPad := (ctxLen + 31) &^ 31
 	D, Q, KV, F := c.Dim, c.QDim(), c.KVDim(), c.FFN
-	n := c.Layers*KV*ctxPad + c.Layers*ctxLen*KV + ctxLen*c.RopeDim +
+	n := c.Layers*KV*ctxPad + c.Layers*ctxLen*KV +
 		maxBatch*(D+max(D, Q)+D+2*Q+2*KV+2*F) + maxBatch*(D+Q+F) + m.pool.Threads()*(c.Heads/c.KVHeads)*ctxPad
 	return 4 * int64(n)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/weos/llm-engine/engine/gguf"
@@ -398,6 +399,20 @@ func TestStepRejects(t *testing.T) {
 		}
 		if a.Pos != 0 || c.Pos != 0 {
 			t.Fatalf("%s: a rejected step moved a sequence", name)
+		}
+	}
+}
+
+// TestRopeShared: states share their model's RoPE table, grown for longer
+// sequences; every state sees exactly the table made for its context.
+func TestRopeShared(t *testing.T) {
+	m := batchModel(t, "stories260K.gguf", 1)
+	for _, ctx := range []int{10, 300, 10, 257, 1000} {
+		s := m.NewStateBatch(ctx, 1)
+		fresh := make([]float32, ctx*m.Config.RopeDim)
+		m.ropeTable(fresh, ctx)
+		if !slices.Equal(s.rope, fresh) {
+			t.Fatalf("context %d: the state's RoPE table differs from a fresh one", ctx)
 		}
 	}
 }

@@ -30,7 +30,7 @@ type State struct {
 	// of a register (kernels.AttnScores, AttnValues).
 	kc, vc []float32
 
-	rope []float32 // [ctx][RopeDim] cos/sin pairs
+	rope []float32 // [ctx][RopeDim] cos/sin pairs, the model's (read-only)
 
 	sp       *stepper    // the step's activations (maxBatch tokens) and phases
 	scores   [][]float32 // per worker: group × ctxPad attention scores
@@ -55,8 +55,7 @@ func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
 	KV := c.KVDim()
 	s.kc = make([]float32, c.Layers*KV*s.ctxPad)
 	s.vc = make([]float32, c.Layers*ctxLen*KV)
-	s.rope = make([]float32, ctxLen*c.RopeDim)
-	m.ropeTable(s.rope, ctxLen)
+	s.rope = m.ropeFor(ctxLen)
 	s.sp = newStepper(m, maxBatch)
 	s.scores = make([][]float32, m.pool.Threads())
 	for i := range s.scores {

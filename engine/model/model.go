@@ -126,6 +126,7 @@ type Model struct {
 	cache  io.Closer  // the mapped cache entry holding converted tensors, if any
 	layout LayoutInfo // what repacking did (layout.go)
 	arena  []byte     // anonymous map holding the repacked matrices
+	rope   ropeShared // RoPE tables of the states (arch.go)
 }
 
 // Backend returns the kernel set the model computes with.
