@@ -39,6 +39,9 @@ echo
 $BIN/enginectl --socket "$sock" generate --model "$model" --prompt "Once upon a time" -n 64
 echo
 echo "== run metrics (JSON)"
-$BIN/enginectl --socket "$sock" --json generate --model "$model" --prompt "Once upon a time" -n 64 \
-  | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({k:r[k] for k in ("run_id","finish_reason","metrics") if k in r}, indent=2))' 2>/dev/null \
-  || $BIN/enginectl --socket "$sock" --json generate --model "$model" --prompt "Once upon a time" -n 64
+# The result goes to a file first: a formatter started in a pipe would start
+# up on the CPUs the run computes on (a Python interpreter's start-up on one
+# of two CPUs halves a 2-thread run's speed).
+$BIN/enginectl --socket "$sock" --json generate --model "$model" --prompt "Once upon a time" -n 64 >"$tmp/run.json"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({k:r[k] for k in ("run_id","finish_reason","metrics") if k in r}, indent=2))' "$tmp/run.json" 2>/dev/null \
+  || cat "$tmp/run.json"
