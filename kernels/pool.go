@@ -19,7 +19,9 @@ import (
 // Two ways in:
 //
 //   - Run(n, fn) is a parallel for: [0,n) is cut into contiguous chunks, one
-//     per worker; the calling goroutine waits and computes nothing itself.
+//     per worker, which the workers claim (a late worker's chunk is taken by
+//     one done with its own); the calling goroutine waits and computes
+//     nothing itself.
 //   - Exec(f) runs f on worker 0 and waits. Inside f, f's argument is an
 //     "inner" view of the same pool whose Run lets worker 0 take the first
 //     chunk itself. A whole forward pass is one Exec: every op, glue
@@ -203,6 +205,11 @@ type poolCore struct {
 	execDone atomic.Int32
 
 	pending atomic.Int32
+	// next hands out the chunks of the current Run job: gen<<32 | k<<16 |
+	// index of the next unclaimed chunk. Workers claim chunks with a CAS,
+	// so a chunk whose worker is late (descheduled by another process on
+	// a busy host) is taken by a worker that is done with its own.
+	next atomic.Uint64
 	panicV  atomic.Pointer[panicValue]
 
 	runWait  parker
@@ -364,7 +371,7 @@ func (c *poolCore) worker(id int, started func(int)) {
 			}
 		case kindFor:
 			if id < k {
-				c.runChunk(id, k, seen)
+				c.runChunks(id, seen)
 			}
 		}
 	}
@@ -381,10 +388,37 @@ func (c *poolCore) waitJob(me *parker, seen uint32) uint64 {
 	return c.job.Load()
 }
 
-func (c *poolCore) runChunk(id, k int, gen uint32) {
+// runChunks runs chunks of job gen until none is left to claim.
+func (c *poolCore) runChunks(id int, gen uint32) {
+	for {
+		i, k, ok := c.claim(gen)
+		if !ok {
+			return
+		}
+		c.runChunk(id, i, k, gen)
+	}
+}
+
+// claim takes the next unclaimed chunk i of the k of job gen. A successful
+// claim means job gen is still running (its chunk i is not done), so the
+// job's fields (fn, size) are still gen's.
+func (c *poolCore) claim(gen uint32) (i, k int, ok bool) {
+	for {
+		v := c.next.Load()
+		i, k = int(v&0xffff), int(v>>16&0xffff)
+		if uint32(v>>32) != gen || i >= k {
+			return 0, 0, false
+		}
+		if c.next.CompareAndSwap(v, v+1) {
+			return i, k, true
+		}
+	}
+}
+
+func (c *poolCore) runChunk(id, i, k int, gen uint32) {
 	defer c.finishChunk(gen)
 	n := c.size
-	c.fn(id, id*n/k, (id+1)*n/k)
+	c.fn(id, i*n/k, (i+1)*n/k)
 }
 
 func (c *poolCore) finishChunk(gen uint32) {
@@ -419,9 +453,13 @@ func (c *poolCore) rethrow() {
 	}
 }
 
-// Run calls fn(worker, start, end) for contiguous chunks covering [0,n), at
-// most one chunk per worker (worker w gets chunk w), and returns when all are
-// done. A panic in fn is re-raised in the caller.
+// Run calls fn(worker, start, end) for min(n, Threads()) contiguous chunks
+// covering [0,n), and returns when all are done. Each worker claims chunks
+// until none is left: usually one each, but a worker that comes late (its
+// thread descheduled) finds its chunk taken by one that was done with its
+// own. worker identifies the calling worker (for per-worker scratch): a
+// worker runs one chunk at a time. A panic in fn is re-raised in the
+// caller.
 func (p *Pool) Run(n int, fn func(worker, start, end int)) {
 	if n <= 0 {
 		return
@@ -459,6 +497,7 @@ func (c *poolCore) run(inner bool, n int, fn func(worker, start, end int)) {
 	}
 	c.fn, c.size = fn, n
 	c.pending.Store(int32(k))
+	c.next.Store(uint64(c.gen+1)<<32 | uint64(k)<<16) // the job publish makes
 	tag := c.publish(kindFor, k)
 	first := 0
 	if inner {
@@ -469,7 +508,7 @@ func (c *poolCore) run(inner bool, n int, fn func(worker, start, end int)) {
 	}
 	spin := c.callerSpin
 	if inner {
-		c.runChunk(0, k, uint32(tag))
+		c.runChunks(0, uint32(tag))
 		spin = c.workerSpin
 	}
 	c.runWait.await(tag, c.pendDone, spin)

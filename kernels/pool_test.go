@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,16 +30,19 @@ func checkCover(t *testing.T, run func(n int, fn func(w, s, e int)), threads, n 
 	t.Helper()
 	hits := make([]int32, n)
 	var mu sync.Mutex
-	seen := map[int][2]int{}
+	var chunks [][2]int
+	running := make([]atomic.Int32, threads)
 	run(n, func(w, s, e int) {
 		if w < 0 || w >= threads {
 			t.Errorf("worker %d out of range", w)
+			return
 		}
+		if running[w].Add(1) != 1 {
+			t.Errorf("worker %d runs two chunks at once", w)
+		}
+		defer running[w].Add(-1)
 		mu.Lock()
-		if _, dup := seen[w]; dup {
-			t.Errorf("worker %d got two chunks", w)
-		}
-		seen[w] = [2]int{s, e}
+		chunks = append(chunks, [2]int{s, e})
 		mu.Unlock()
 		for i := s; i < e; i++ {
 			atomic.AddInt32(&hits[i], 1)
@@ -49,11 +53,56 @@ func checkCover(t *testing.T, run func(n int, fn func(w, s, e int)), threads, n 
 			t.Fatalf("n=%d: index %d visited %d times", n, i, h)
 		}
 	}
-	// chunk w precedes chunk w+1
-	for w := 0; w+1 < len(seen); w++ {
-		if seen[w][1] != seen[w+1][0] {
-			t.Fatalf("n=%d: chunks not contiguous in worker order: %v", n, seen)
+	// exactly the k = min(n, threads) chunks [i*n/k, (i+1)*n/k)
+	k := min(n, threads)
+	slices.SortFunc(chunks, func(a, b [2]int) int { return a[0] - b[0] })
+	if len(chunks) != k {
+		t.Fatalf("n=%d: %d chunks, want %d", n, len(chunks), k)
+	}
+	for i, c := range chunks {
+		if c != [2]int{i * n / k, (i + 1) * n / k} {
+			t.Fatalf("n=%d: chunks %v, want the %d even splits", n, chunks, k)
 		}
+	}
+}
+
+// TestPoolLateWorkerChunkTaken: a worker done with its chunk takes the
+// chunk of a worker that has not started yet. Workers that never spin
+// sleep between jobs and wake through the futex, microseconds after worker
+// 0 (inside Exec) has finished its own trivial chunk: worker 0 must then
+// run both chunks of some steps.
+func TestPoolLateWorkerChunkTaken(t *testing.T) {
+	p := newTestPool(t, 2, PoolOptions{WorkerSpin: -1})
+	stolen := 0
+	for range 2000 {
+		var by [2]int
+		p.Exec(func(ip *Pool) {
+			ip.Run(2, func(w, s, _ int) { by[s] = w })
+		})
+		if by[0] == 0 && by[1] == 0 {
+			stolen++
+		}
+	}
+	if stolen == 0 {
+		t.Fatal("worker 0 never took the chunk of a sleeping worker")
+	}
+	t.Logf("worker 0 ran both chunks in %d of 2000 steps", stolen)
+}
+
+func TestPoolClaim(t *testing.T) {
+	c := &poolCore{}
+	c.next.Store(7<<32 | 3<<16)
+	for want := 0; want < 3; want++ {
+		if i, k, ok := c.claim(7); !ok || i != want || k != 3 {
+			t.Fatalf("claim %d: got %d/%d %v", want, i, k, ok)
+		}
+	}
+	if _, _, ok := c.claim(7); ok {
+		t.Fatal("claimed a fourth chunk of three")
+	}
+	c.next.Store(8<<32 | 2<<16)
+	if _, _, ok := c.claim(7); ok {
+		t.Fatal("claimed a chunk of another job")
 	}
 }
 
@@ -125,8 +174,8 @@ func TestPoolPanicPropagates(t *testing.T) {
 					t.Errorf("exec=%v: recovered %v, want boom", exec, r)
 				}
 			}()
-			fn := func(w, _, _ int) {
-				if w == 1 {
+			fn := func(_, s, _ int) {
+				if s > 0 { // the second chunk, whoever runs it
 					panic("boom")
 				}
 			}
