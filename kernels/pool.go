@@ -209,8 +209,8 @@ type poolCore struct {
 	// index of the next unclaimed chunk. Workers claim chunks with a CAS,
 	// so a chunk whose worker is late (descheduled by another process on
 	// a busy host) is taken by a worker that is done with its own.
-	next atomic.Uint64
-	panicV  atomic.Pointer[panicValue]
+	next   atomic.Uint64
+	panicV atomic.Pointer[panicValue]
 
 	runWait  parker
 	execWait parker
