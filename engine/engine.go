@@ -68,6 +68,7 @@ type Engine struct {
 	lanes   map[laneKey]*lane
 
 	plans  *planMgr
+	memo   resolveMemo // plans resolved for loaded models (models.go)
 	runs   *runStore
 	events hub
 
