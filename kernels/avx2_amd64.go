@@ -165,7 +165,14 @@ var (
 var avx2Attn = ifAVX2(attnFuncs{
 	scores: func(dst []float32, dstStride int, q []float32, nq, hd int, kT []float32, kStride, n int) {
 		checkAttnScores(dst, dstStride, q, nq, hd, kT, kStride, n)
-		attnScoresAVX2(&dst[0], dstStride, &q[0], nq, hd, &kT[0], kStride, (n+7)/8)
+		n8 := (n + 7) / 8
+		g := 0
+		for ; g+2 <= nq; g += 2 { // head pairs share each key load
+			attnScores2AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
+		}
+		if g < nq {
+			attnScoresAVX2(&dst[g*dstStride], dstStride, &q[g*hd], nq-g, hd, &kT[0], kStride, n8)
+		}
 	},
 	values: func(out []float32, prob []float32, pStride, nq int, v []float32, vStride, hd, n int) {
 		checkAttnValues(out, prob, pStride, nq, v, vStride, hd, n)
@@ -173,7 +180,13 @@ var avx2Attn = ifAVX2(attnFuncs{
 			AttnValues(out, prob, pStride, nq, v, vStride, hd, n)
 			return
 		}
-		attnValuesAVX2(&out[0], &prob[0], pStride, nq, &v[0], vStride, hd/8, n)
+		g := 0
+		for ; g+2 <= nq; g += 2 { // head pairs share each value load
+			attnValues2AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
+		}
+		if g < nq {
+			attnValuesAVX2(&out[g*hd], &prob[g*pStride], pStride, nq-g, &v[0], vStride, hd/8, n)
+		}
 	},
 })
 

@@ -131,5 +131,13 @@ func attnScoresAVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT 
 // attnValuesAVX2 is kernels.AttnValues for hd = 8*hd8 (strides in floats; nq, hd8, n > 0).
 func attnValuesAVX2(out *float32, prob *float32, pStride int, nq int, v *float32, vStride int, hd8 int, n int)
 
+// attnScores2AVX2 is kernels.AttnScores for nq = 2 over n8 > 0 blocks of eight positions
+// (strides in floats; hd > 0).
+func attnScores2AVX2(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride int, n8 int)
+
+// attnValues2AVX2 is kernels.AttnValues for nq = 2 and hd = 8*hd8 (strides in floats;
+// hd8, n > 0).
+func attnValues2AVX2(out *float32, prob *float32, pStride int, v *float32, vStride int, hd8 int, n int)
+
 // cpuPause executes n > 0 PAUSE instructions.
 func cpuPause(n int)

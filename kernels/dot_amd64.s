@@ -11140,6 +11140,196 @@ attnValuesAVX2_next:
 	VZEROUPPER
 	RET
 
+// func attnScores2AVX2(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride int, n8 int)
+// Requires: AVX, FMA3
+TEXT ·attnScores2AVX2(SB), NOSPLIT, $0-56
+	MOVQ kStride+40(FP), AX
+	SHLQ $0x02, AX
+	MOVQ dstStride+8(FP), CX
+	SHLQ $0x02, CX
+	XORQ DX, DX
+	MOVQ n8+48(FP), BX
+
+attnScores2AVX2_blk:
+	CMPQ   BX, $0x04
+	JB     attnScores2AVX2_one
+	MOVQ   q+16(FP), SI
+	MOVQ   hd+24(FP), DI
+	SHLQ   $0x02, DI
+	MOVQ   kT+32(FP), R8
+	ADDQ   DX, R8
+	MOVQ   hd+24(FP), R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+attnScores2AVX2_w4_step:
+	VBROADCASTSS (SI), Y8
+	VBROADCASTSS (SI)(DI*1), Y9
+	VMOVUPS      (R8), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y1
+	VMOVUPS      32(R8), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y3
+	VMOVUPS      64(R8), Y10
+	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y9, Y5
+	VMOVUPS      96(R8), Y10
+	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y10, Y9, Y7
+	ADDQ         $0x04, SI
+	ADDQ         AX, R8
+	DECQ         R9
+	JNZ          attnScores2AVX2_w4_step
+	MOVQ         dst+0(FP), SI
+	ADDQ         DX, SI
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, (SI)(CX*1)
+	VMOVUPS      Y2, 32(SI)
+	VMOVUPS      Y3, 32(SI)(CX*1)
+	VMOVUPS      Y4, 64(SI)
+	VMOVUPS      Y5, 64(SI)(CX*1)
+	VMOVUPS      Y6, 96(SI)
+	VMOVUPS      Y7, 96(SI)(CX*1)
+	ADDQ         $0x80, DX
+	SUBQ         $0x04, BX
+	JMP          attnScores2AVX2_next
+
+attnScores2AVX2_one:
+	MOVQ   q+16(FP), SI
+	MOVQ   hd+24(FP), DI
+	SHLQ   $0x02, DI
+	MOVQ   kT+32(FP), R8
+	ADDQ   DX, R8
+	MOVQ   hd+24(FP), R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+attnScores2AVX2_w1_step:
+	VBROADCASTSS (SI), Y2
+	VBROADCASTSS (SI)(DI*1), Y3
+	VMOVUPS      (R8), Y4
+	VFMADD231PS  Y4, Y2, Y0
+	VFMADD231PS  Y4, Y3, Y1
+	ADDQ         $0x04, SI
+	ADDQ         AX, R8
+	DECQ         R9
+	JNZ          attnScores2AVX2_w1_step
+	MOVQ         dst+0(FP), SI
+	ADDQ         DX, SI
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, (SI)(CX*1)
+	ADDQ         $0x20, DX
+	DECQ         BX
+
+attnScores2AVX2_next:
+	TESTQ BX, BX
+	JNZ   attnScores2AVX2_blk
+	VZEROUPPER
+	RET
+
+// func attnValues2AVX2(out *float32, prob *float32, pStride int, v *float32, vStride int, hd8 int, n int)
+// Requires: AVX, FMA3
+TEXT ·attnValues2AVX2(SB), NOSPLIT, $0-56
+	MOVQ vStride+32(FP), AX
+	SHLQ $0x02, AX
+	XORQ CX, CX
+	MOVQ hd8+40(FP), DX
+
+attnValues2AVX2_blk:
+	CMPQ   DX, $0x04
+	JB     attnValues2AVX2_one
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	ADDQ   CX, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+attnValues2AVX2_w4_step:
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VMOVUPS      (DI), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y1
+	VMOVUPS      32(DI), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y3
+	VMOVUPS      64(DI), Y10
+	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y9, Y5
+	VMOVUPS      96(DI), Y10
+	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y10, Y9, Y7
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues2AVX2_w4_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, (BX)(SI*1)
+	VMOVUPS      Y2, 32(BX)
+	VMOVUPS      Y3, 32(BX)(SI*1)
+	VMOVUPS      Y4, 64(BX)
+	VMOVUPS      Y5, 64(BX)(SI*1)
+	VMOVUPS      Y6, 96(BX)
+	VMOVUPS      Y7, 96(BX)(SI*1)
+	ADDQ         $0x80, CX
+	SUBQ         $0x04, DX
+	JMP          attnValues2AVX2_next
+
+attnValues2AVX2_one:
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	ADDQ   CX, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+attnValues2AVX2_w1_step:
+	VBROADCASTSS (BX), Y2
+	VBROADCASTSS (BX)(SI*1), Y3
+	VMOVUPS      (DI), Y4
+	VFMADD231PS  Y4, Y2, Y0
+	VFMADD231PS  Y4, Y3, Y1
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues2AVX2_w1_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, (BX)(SI*1)
+	ADDQ         $0x20, CX
+	DECQ         DX
+
+attnValues2AVX2_next:
+	TESTQ DX, DX
+	JNZ   attnValues2AVX2_blk
+	VZEROUPPER
+	RET
+
 // func cpuPause(n int)
 TEXT ·cpuPause(SB), NOSPLIT, $0-8
 	MOVQ n+0(FP), AX

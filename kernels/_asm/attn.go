@@ -11,6 +11,23 @@ import (
 // positions (scores) or eight dimensions (values) to a register, up to four
 // independent chains at a time.
 
+// blockLoop emits a loop over cnt blocks of eight floats, four at a time
+// while four remain, then one: body emits w blocks and advances its offset.
+func blockLoop(name string, cnt Register, body func(lbl string, w int)) {
+	Label(name + "_blk")
+	CMPQ(cnt, U8(4))
+	JB(LabelRef(name + "_one"))
+	body(name+"_w4", 4)
+	SUBQ(U8(4), cnt)
+	JMP(LabelRef(name + "_next"))
+	Label(name + "_one")
+	body(name+"_w1", 1)
+	DECQ(cnt)
+	Label(name + "_next")
+	TESTQ(cnt, cnt)
+	JNZ(LabelRef(name + "_blk"))
+}
+
 func genAttnScores() {
 	name := "attnScoresAVX2"
 	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, nq, hd int, kT *float32, kStride, n8 int)")
@@ -23,20 +40,10 @@ func genAttnScores() {
 	p := GP64() // byte offset of the position block in a row
 	XORQ(p, p)
 	nb := Load(Param("n8"), GP64())
-	Label(name + "_blk")
-	CMPQ(nb, U8(4))
-	JB(LabelRef(name + "_one"))
-	attnScoresBody(name+"_w4", 4, p, ks, ds)
-	ADDQ(U8(128), p)
-	SUBQ(U8(4), nb)
-	JMP(LabelRef(name + "_next"))
-	Label(name + "_one")
-	attnScoresBody(name+"_w1", 1, p, ks, ds)
-	ADDQ(U8(32), p)
-	DECQ(nb)
-	Label(name + "_next")
-	TESTQ(nb, nb)
-	JNZ(LabelRef(name + "_blk"))
+	blockLoop(name, nb, func(lbl string, w int) {
+		attnScoresBody(lbl, w, p, ks, ds)
+		ADDQ(U8(32*w), p)
+	})
 	VZEROUPPER()
 	RET()
 }
@@ -88,20 +95,10 @@ func genAttnValues() {
 	o := GP64() // byte offset of the dimension block
 	XORQ(o, o)
 	nd := Load(Param("hd8"), GP64())
-	Label(name + "_blk")
-	CMPQ(nd, U8(4))
-	JB(LabelRef(name + "_one"))
-	attnValuesBody(name+"_w4", 4, op, pg, o, vs)
-	ADDQ(U8(128), o)
-	SUBQ(U8(4), nd)
-	JMP(LabelRef(name + "_next"))
-	Label(name + "_one")
-	attnValuesBody(name+"_w1", 1, op, pg, o, vs)
-	ADDQ(U8(32), o)
-	DECQ(nd)
-	Label(name + "_next")
-	TESTQ(nd, nd)
-	JNZ(LabelRef(name + "_blk"))
+	blockLoop(name, nd, func(lbl string, w int) {
+		attnValuesBody(lbl, w, op, pg, o, vs)
+		ADDQ(U8(32*w), o)
+	})
 	ADDQ(o, op) // next head's outputs follow
 	ps := Load(Param("pStride"), GP64())
 	SHLQ(U8(2), ps)
@@ -143,4 +140,115 @@ func attnValuesBody(lbl string, w int, op, pg, o, vs Register) {
 func genAttn() {
 	genAttnScores()
 	genAttnValues()
+	genAttnScores2()
+	genAttnValues2()
+}
+
+// Two query heads at once (a GQA group shares its KV head): each key or
+// value vector is loaded once for both heads, halving the cache traffic that
+// bounds the one-head kernels (keys and values of a long context live in L2).
+// Every output element's chain is the same as in the one-head kernels.
+
+func genAttnScores2() {
+	name := "attnScores2AVX2"
+	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride, n8 int)")
+	Doc(name+" is kernels.AttnScores for nq = 2 over n8 > 0 blocks of eight positions",
+		"(strides in floats; hd > 0).")
+	ks := Load(Param("kStride"), GP64())
+	SHLQ(U8(2), ks)
+	ds := Load(Param("dstStride"), GP64())
+	SHLQ(U8(2), ds)
+	p := GP64()
+	XORQ(p, p)
+	nb := Load(Param("n8"), GP64())
+	blockLoop(name, nb, func(lbl string, w int) {
+		attnScores2Body(lbl, w, p, ks, ds)
+		ADDQ(U8(32*w), p)
+	})
+	VZEROUPPER()
+	RET()
+}
+
+// pairChains emits w chains of FMAs of eight floats for each of two heads:
+// per step, the floats at bp (head 0) and bp+bOff (head 1), broadcast, times
+// the w vectors at vp (loaded once for both); bp advances four bytes and vp
+// vStride bytes a step, for cnt steps. It returns the accumulators.
+func pairChains(lbl string, w int, bp, bOff, vp, vStride, cnt Register) (acc0, acc1 []VecVirtual) {
+	acc0, acc1 = make([]VecVirtual, w), make([]VecVirtual, w)
+	for i := 0; i < w; i++ {
+		acc0[i], acc1[i] = YMM(), YMM()
+		VXORPS(acc0[i], acc0[i], acc0[i])
+		VXORPS(acc1[i], acc1[i], acc1[i])
+	}
+	Label(lbl + "_step")
+	b0, b1 := YMM(), YMM()
+	VBROADCASTSS(Mem{Base: bp}, b0)
+	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 1}, b1)
+	for i := 0; i < w; i++ {
+		t := YMM()
+		VMOVUPS(Mem{Base: vp, Disp: 32 * i}, t)
+		VFMADD231PS(t, b0, acc0[i])
+		VFMADD231PS(t, b1, acc1[i])
+	}
+	ADDQ(U8(4), bp)
+	ADDQ(vStride, vp)
+	DECQ(cnt)
+	JNZ(LabelRef(lbl + "_step"))
+	return acc0, acc1
+}
+
+// attnScores2Body: w vectors (8w positions from byte offset p) for both
+// heads: chains over the dimensions of the queries and key rows.
+func attnScores2Body(lbl string, w int, p, ks, ds Register) {
+	qp := Load(Param("q"), GP64())
+	hb := Load(Param("hd"), GP64())
+	SHLQ(U8(2), hb) // head 1's query follows head 0's
+	kp := Load(Param("kT"), GP64())
+	ADDQ(p, kp)
+	d := Load(Param("hd"), GP64())
+	acc0, acc1 := pairChains(lbl, w, qp, hb, kp, ks, d)
+	dp := Load(Param("dst"), GP64())
+	ADDQ(p, dp)
+	for i := 0; i < w; i++ {
+		VMOVUPS(acc0[i], Mem{Base: dp, Disp: 32 * i})
+		VMOVUPS(acc1[i], Mem{Base: dp, Index: ds, Scale: 1, Disp: 32 * i})
+	}
+}
+
+func genAttnValues2() {
+	name := "attnValues2AVX2"
+	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride int, v *float32, vStride, hd8, n int)")
+	Doc(name+" is kernels.AttnValues for nq = 2 and hd = 8*hd8 (strides in floats;",
+		"hd8, n > 0).")
+	vs := Load(Param("vStride"), GP64())
+	SHLQ(U8(2), vs)
+	o := GP64()
+	XORQ(o, o)
+	nd := Load(Param("hd8"), GP64())
+	blockLoop(name, nd, func(lbl string, w int) {
+		attnValues2Body(lbl, w, o, vs)
+		ADDQ(U8(32*w), o)
+	})
+	VZEROUPPER()
+	RET()
+}
+
+// attnValues2Body: w vectors (8w dimensions from byte offset o) of both
+// heads: chains over the positions' probabilities and value rows.
+func attnValues2Body(lbl string, w int, o, vs Register) {
+	pp := Load(Param("prob"), GP64())
+	ps := Load(Param("pStride"), GP64())
+	SHLQ(U8(2), ps) // head 1's probabilities
+	vp := Load(Param("v"), GP64())
+	ADDQ(o, vp)
+	cnt := Load(Param("n"), GP64())
+	acc0, acc1 := pairChains(lbl, w, pp, ps, vp, vs, cnt)
+	op := Load(Param("out"), GP64())
+	ADDQ(o, op)
+	hb := Load(Param("hd8"), GP64())
+	SHLQ(U8(5), hb) // head 1's outputs follow head 0's hd floats
+	for i := 0; i < w; i++ {
+		VMOVUPS(acc0[i], Mem{Base: op, Disp: 32 * i})
+		VMOVUPS(acc1[i], Mem{Base: op, Index: hb, Scale: 1, Disp: 32 * i})
+	}
 }
