@@ -44,15 +44,57 @@ func avx2TileTable() map[Type]DotTileFunc {
 		return nil
 	}
 	return map[Type]DotTileFunc{
-		F32:  tileFromDot(dotF32Fast),
-		F16:  tileFromDot(dotF16Fast),
-		BF16: tileFromDot(dotBF16Fast),
+		F32:  floatTile(4, [3]floatTileAsm{tileF32Tok1AVX2, tileF32Tok2AVX2, tileF32Tok3AVX2}),
+		F16:  floatTile(2, [3]floatTileAsm{tileF16Tok1AVX2, tileF16Tok2AVX2, tileF16Tok3AVX2}),
+		BF16: floatTile(2, [3]floatTileAsm{tileBF16Tok1AVX2, tileBF16Tok2AVX2, tileBF16Tok3AVX2}),
 		// Matrices of these three types are repacked to LayoutX8 for
 		// speed (avx2X8Tiles); in the file's layout they loop over dots.
 		Q8_0: tileFromDot(dotQ8_0Fast),
 		Q4_K: tileFromDot(dotQ4_KFast),
 		Q6_K: tileFromDot(dotQ6_KFast),
 		Q5_0: quantTile(qk5_0, blockQ5_0Size, blockQ8_0Size, "Q5_0", dotQ5_0AVX2, dotQ5_0RowsAVX2, nil),
+	}
+}
+
+type floatTileAsm func(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// floatTile builds the DotTileFunc of a float format (size bytes per
+// element) from its assembly tiles of 1, 2 and 3 tokens, which loop over
+// rows themselves: a dot of a few hundred elements is a few dozen cycles,
+// and calling the dot function per (row, token) cost as much again (F32
+// prompts ran at the speed of decoding). Several tokens: blocks of rows of
+// about 16 KiB stay in L1 while the tokens pass over them three at a time
+// (two twice for a remainder of one, where the one-token kernel would
+// load as much activation as weight).
+func floatTile(size int, tok [3]floatTileAsm) DotTileFunc {
+	return func(n int, w []byte, wStride, nRows int, a []byte, aStride, nTok int, out []float32, outStride int) {
+		rb := size * max(n, 0)
+		checkTile(rb, w, wStride, nRows, rb, a, aStride, nTok, out, outStride)
+		if nRows == 0 || nTok == 0 {
+			return
+		}
+		if n <= 0 {
+			for t := 0; t < nTok; t++ {
+				clear(out[t*outStride : t*outStride+nRows])
+			}
+			return
+		}
+		if nTok == 1 {
+			tok[0](n, &w[0], wStride, nRows, &a[0], aStride, &out[0], outStride)
+			return
+		}
+		block := max(1, (16<<10)/rb)
+		for r0 := 0; r0 < nRows; r0 += block {
+			nr := min(block, nRows-r0)
+			for t := 0; t < nTok; {
+				k := min(3, nTok-t)
+				if nTok-t == 4 {
+					k = 2
+				}
+				tok[k-1](n, &w[r0*wStride], wStride, nr, &a[t*aStride], aStride, &out[t*outStride+r0], outStride)
+				t += k
+			}
+		}
 	}
 }
 

@@ -442,7 +442,7 @@ func TestAVX2TilesMatchDot(t *testing.T) {
 			}
 			rb, _ := typ.RowSize(n)
 			ab, _ := f.VecDotType.RowSize(n)
-			for _, shape := range [][2]int{{1, 1}, {7, 1}, {1, 4}, {3, 5}, {5, 8}, {2, 9}} {
+			for _, shape := range [][2]int{{1, 1}, {7, 1}, {1, 2}, {1, 4}, {3, 3}, {3, 5}, {5, 8}, {2, 9}, {9, 7}} {
 				nRows, nTok := shape[0], shape[1]
 				wStride, aStride, outStride := rb+r.IntN(3)*5, ab+r.IntN(3)*3, nRows+r.IntN(3)
 				w := make([]byte, (nRows-1)*wStride+rb)

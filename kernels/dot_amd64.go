@@ -99,6 +99,33 @@ func dotF16AVX2(n int, x *byte, y *byte) float32
 // dotBF16AVX2 is the AVX2 twin of dotBF16 (bfloat16 elements).
 func dotBF16AVX2(n int, x *byte, y *byte) float32
 
+// tileF32Tok1AVX2 sets out[t*outStride + r] = dotF32(n, row r, token t) for nRows > 0 rows and 1 token(s).
+func tileF32Tok1AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileF32Tok2AVX2 sets out[t*outStride + r] = dotF32(n, row r, token t) for nRows > 0 rows and 2 token(s).
+func tileF32Tok2AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileF32Tok3AVX2 sets out[t*outStride + r] = dotF32(n, row r, token t) for nRows > 0 rows and 3 token(s).
+func tileF32Tok3AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileF16Tok1AVX2 sets out[t*outStride + r] = dotF16(n, row r, token t) for nRows > 0 rows and 1 token(s).
+func tileF16Tok1AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileF16Tok2AVX2 sets out[t*outStride + r] = dotF16(n, row r, token t) for nRows > 0 rows and 2 token(s).
+func tileF16Tok2AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileF16Tok3AVX2 sets out[t*outStride + r] = dotF16(n, row r, token t) for nRows > 0 rows and 3 token(s).
+func tileF16Tok3AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileBF16Tok1AVX2 sets out[t*outStride + r] = dotBF16(n, row r, token t) for nRows > 0 rows and 1 token(s).
+func tileBF16Tok1AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileBF16Tok2AVX2 sets out[t*outStride + r] = dotBF16(n, row r, token t) for nRows > 0 rows and 2 token(s).
+func tileBF16Tok2AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
+// tileBF16Tok3AVX2 sets out[t*outStride + r] = dotBF16(n, row r, token t) for nRows > 0 rows and 3 token(s).
+func tileBF16Tok3AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+
 // quantizeQ8KAVX2 is the AVX2 twin of quantizeQ8_K over nb > 0 blocks (finite inputs).
 func quantizeQ8KAVX2(nb int, dst *byte, src *float32)
 

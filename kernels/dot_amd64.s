@@ -10035,6 +10035,948 @@ dotBF16AVX2_done:
 	MOVSS X0, ret+24(FP)
 	RET
 
+// func tileF32Tok1AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX
+TEXT ·tileF32Tok1AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), DX
+	SHLQ $0x02, DX
+
+tileF32Tok1AVX2_row:
+	MOVQ   AX, DX
+	MOVQ   a+32(FP), BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   n+0(FP), SI
+	SHRQ   $0x05, SI
+	JZ     tileF32Tok1AVX2_reduce
+
+tileF32Tok1AVX2_loop:
+	VMOVUPS (DX), Y4
+	VMULPS  (BX), Y4, Y4
+	VADDPS  Y4, Y0, Y0
+	VMOVUPS 32(DX), Y4
+	VMULPS  32(BX), Y4, Y4
+	VADDPS  Y4, Y1, Y1
+	VMOVUPS 64(DX), Y4
+	VMULPS  64(BX), Y4, Y4
+	VADDPS  Y4, Y2, Y2
+	VMOVUPS 96(DX), Y4
+	VMULPS  96(BX), Y4, Y4
+	VADDPS  Y4, Y3, Y3
+	ADDQ    $0x00000080, DX
+	ADDQ    $0x00000080, BX
+	DECQ    SI
+	JNZ     tileF32Tok1AVX2_loop
+
+tileF32Tok1AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVQ         n+0(FP), SI
+	ANDQ         $0x1f, SI
+	JZ           tileF32Tok1AVX2_store
+
+tileF32Tok1AVX2_tail:
+	VMOVSS (DX), X1
+	VMOVSS (BX), X2
+	VMULSS X2, X1, X2
+	VADDSS X2, X0, X0
+	ADDQ   $0x00000004, DX
+	ADDQ   $0x00000004, BX
+	DECQ   SI
+	JNZ    tileF32Tok1AVX2_tail
+
+tileF32Tok1AVX2_store:
+	MOVQ   CX, DX
+	VMOVSS X0, (DX)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileF32Tok1AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileF32Tok2AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX
+TEXT ·tileF32Tok2AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), BX
+	SHLQ $0x02, BX
+
+tileF32Tok2AVX2_row:
+	MOVQ   AX, SI
+	MOVQ   a+32(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   n+0(FP), R8
+	SHRQ   $0x05, R8
+	JZ     tileF32Tok2AVX2_reduce
+
+tileF32Tok2AVX2_loop:
+	VMOVUPS (SI), Y8
+	VMULPS  (DI), Y8, Y9
+	VADDPS  Y9, Y0, Y0
+	VMULPS  (DI)(DX*1), Y8, Y8
+	VADDPS  Y8, Y4, Y4
+	VMOVUPS 32(SI), Y8
+	VMULPS  32(DI), Y8, Y9
+	VADDPS  Y9, Y1, Y1
+	VMULPS  32(DI)(DX*1), Y8, Y8
+	VADDPS  Y8, Y5, Y5
+	VMOVUPS 64(SI), Y8
+	VMULPS  64(DI), Y8, Y9
+	VADDPS  Y9, Y2, Y2
+	VMULPS  64(DI)(DX*1), Y8, Y8
+	VADDPS  Y8, Y6, Y6
+	VMOVUPS 96(SI), Y8
+	VMULPS  96(DI), Y8, Y9
+	VADDPS  Y9, Y3, Y3
+	VMULPS  96(DI)(DX*1), Y8, Y8
+	VADDPS  Y8, Y7, Y7
+	ADDQ    $0x00000080, SI
+	ADDQ    $0x00000080, DI
+	DECQ    R8
+	JNZ     tileF32Tok2AVX2_loop
+
+tileF32Tok2AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	MOVQ         n+0(FP), R8
+	ANDQ         $0x1f, R8
+	JZ           tileF32Tok2AVX2_store
+
+tileF32Tok2AVX2_tail:
+	VMOVSS (SI), X2
+	VMOVSS (DI), X3
+	VMULSS X3, X2, X3
+	VADDSS X3, X0, X0
+	VMOVSS (DI)(DX*1), X3
+	VMULSS X3, X2, X3
+	VADDSS X3, X1, X1
+	ADDQ   $0x00000004, SI
+	ADDQ   $0x00000004, DI
+	DECQ   R8
+	JNZ    tileF32Tok2AVX2_tail
+
+tileF32Tok2AVX2_store:
+	MOVQ   CX, SI
+	VMOVSS X0, (SI)
+	ADDQ   BX, SI
+	VMOVSS X1, (SI)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileF32Tok2AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileF32Tok3AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX
+TEXT ·tileF32Tok3AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), BX
+	SHLQ $0x02, BX
+
+tileF32Tok3AVX2_row:
+	MOVQ   AX, SI
+	MOVQ   a+32(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVQ   n+0(FP), R8
+	SHRQ   $0x05, R8
+	JZ     tileF32Tok3AVX2_reduce
+
+tileF32Tok3AVX2_loop:
+	VMOVUPS (SI), Y12
+	VMULPS  (DI), Y12, Y13
+	VADDPS  Y13, Y0, Y0
+	VMULPS  (DI)(DX*1), Y12, Y13
+	VADDPS  Y13, Y4, Y4
+	VMULPS  (DI)(DX*2), Y12, Y12
+	VADDPS  Y12, Y8, Y8
+	VMOVUPS 32(SI), Y12
+	VMULPS  32(DI), Y12, Y13
+	VADDPS  Y13, Y1, Y1
+	VMULPS  32(DI)(DX*1), Y12, Y13
+	VADDPS  Y13, Y5, Y5
+	VMULPS  32(DI)(DX*2), Y12, Y12
+	VADDPS  Y12, Y9, Y9
+	VMOVUPS 64(SI), Y12
+	VMULPS  64(DI), Y12, Y13
+	VADDPS  Y13, Y2, Y2
+	VMULPS  64(DI)(DX*1), Y12, Y13
+	VADDPS  Y13, Y6, Y6
+	VMULPS  64(DI)(DX*2), Y12, Y12
+	VADDPS  Y12, Y10, Y10
+	VMOVUPS 96(SI), Y12
+	VMULPS  96(DI), Y12, Y13
+	VADDPS  Y13, Y3, Y3
+	VMULPS  96(DI)(DX*1), Y12, Y13
+	VADDPS  Y13, Y7, Y7
+	VMULPS  96(DI)(DX*2), Y12, Y12
+	VADDPS  Y12, Y11, Y11
+	ADDQ    $0x00000080, SI
+	ADDQ    $0x00000080, DI
+	DECQ    R8
+	JNZ     tileF32Tok3AVX2_loop
+
+tileF32Tok3AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VADDPS       Y10, Y8, Y8
+	VADDPS       Y11, Y9, Y9
+	VADDPS       Y9, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X2
+	VADDPS       X2, X8, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	MOVQ         n+0(FP), R8
+	ANDQ         $0x1f, R8
+	JZ           tileF32Tok3AVX2_store
+
+tileF32Tok3AVX2_tail:
+	VMOVSS (SI), X3
+	VMOVSS (DI), X4
+	VMULSS X4, X3, X4
+	VADDSS X4, X0, X0
+	VMOVSS (DI)(DX*1), X4
+	VMULSS X4, X3, X4
+	VADDSS X4, X1, X1
+	VMOVSS (DI)(DX*2), X4
+	VMULSS X4, X3, X4
+	VADDSS X4, X2, X2
+	ADDQ   $0x00000004, SI
+	ADDQ   $0x00000004, DI
+	DECQ   R8
+	JNZ    tileF32Tok3AVX2_tail
+
+tileF32Tok3AVX2_store:
+	MOVQ   CX, SI
+	VMOVSS X0, (SI)
+	ADDQ   BX, SI
+	VMOVSS X1, (SI)
+	ADDQ   BX, SI
+	VMOVSS X2, (SI)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileF32Tok3AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileF16Tok1AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, F16C, FMA3
+TEXT ·tileF16Tok1AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), DX
+	SHLQ $0x02, DX
+
+tileF16Tok1AVX2_row:
+	MOVQ   AX, DX
+	MOVQ   a+32(FP), BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   n+0(FP), SI
+	SHRQ   $0x05, SI
+	JZ     tileF16Tok1AVX2_reduce
+
+tileF16Tok1AVX2_loop:
+	VCVTPH2PS   (DX), Y4
+	VCVTPH2PS   (BX), Y5
+	VFMADD231PS Y5, Y4, Y0
+	VCVTPH2PS   16(DX), Y4
+	VCVTPH2PS   16(BX), Y5
+	VFMADD231PS Y5, Y4, Y1
+	VCVTPH2PS   32(DX), Y4
+	VCVTPH2PS   32(BX), Y5
+	VFMADD231PS Y5, Y4, Y2
+	VCVTPH2PS   48(DX), Y4
+	VCVTPH2PS   48(BX), Y5
+	VFMADD231PS Y5, Y4, Y3
+	ADDQ        $0x00000040, DX
+	ADDQ        $0x00000040, BX
+	DECQ        SI
+	JNZ         tileF16Tok1AVX2_loop
+
+tileF16Tok1AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVQ         n+0(FP), SI
+	ANDQ         $0x1f, SI
+	JZ           tileF16Tok1AVX2_store
+
+tileF16Tok1AVX2_tail:
+	MOVWLZX   (DX), DI
+	VMOVD     DI, X1
+	VCVTPH2PS X1, X1
+	MOVWLZX   (BX), DI
+	VMOVD     DI, X2
+	VCVTPH2PS X2, X2
+	VMULSS    X2, X1, X2
+	VADDSS    X2, X0, X0
+	ADDQ      $0x00000002, DX
+	ADDQ      $0x00000002, BX
+	DECQ      SI
+	JNZ       tileF16Tok1AVX2_tail
+
+tileF16Tok1AVX2_store:
+	MOVQ   CX, DX
+	VMOVSS X0, (DX)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileF16Tok1AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileF16Tok2AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, F16C, FMA3
+TEXT ·tileF16Tok2AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), BX
+	SHLQ $0x02, BX
+
+tileF16Tok2AVX2_row:
+	MOVQ   AX, SI
+	MOVQ   a+32(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   n+0(FP), R8
+	SHRQ   $0x05, R8
+	JZ     tileF16Tok2AVX2_reduce
+
+tileF16Tok2AVX2_loop:
+	VCVTPH2PS   (SI), Y8
+	VCVTPH2PS   (DI), Y9
+	VFMADD231PS Y9, Y8, Y0
+	VCVTPH2PS   (DI)(DX*1), Y9
+	VFMADD231PS Y9, Y8, Y4
+	VCVTPH2PS   16(SI), Y8
+	VCVTPH2PS   16(DI), Y9
+	VFMADD231PS Y9, Y8, Y1
+	VCVTPH2PS   16(DI)(DX*1), Y9
+	VFMADD231PS Y9, Y8, Y5
+	VCVTPH2PS   32(SI), Y8
+	VCVTPH2PS   32(DI), Y9
+	VFMADD231PS Y9, Y8, Y2
+	VCVTPH2PS   32(DI)(DX*1), Y9
+	VFMADD231PS Y9, Y8, Y6
+	VCVTPH2PS   48(SI), Y8
+	VCVTPH2PS   48(DI), Y9
+	VFMADD231PS Y9, Y8, Y3
+	VCVTPH2PS   48(DI)(DX*1), Y9
+	VFMADD231PS Y9, Y8, Y7
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DI
+	DECQ        R8
+	JNZ         tileF16Tok2AVX2_loop
+
+tileF16Tok2AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	MOVQ         n+0(FP), R8
+	ANDQ         $0x1f, R8
+	JZ           tileF16Tok2AVX2_store
+
+tileF16Tok2AVX2_tail:
+	MOVWLZX   (SI), R9
+	VMOVD     R9, X2
+	VCVTPH2PS X2, X2
+	MOVWLZX   (DI), R9
+	VMOVD     R9, X3
+	VCVTPH2PS X3, X3
+	VMULSS    X3, X2, X3
+	VADDSS    X3, X0, X0
+	MOVWLZX   (DI)(DX*1), R9
+	VMOVD     R9, X3
+	VCVTPH2PS X3, X3
+	VMULSS    X3, X2, X3
+	VADDSS    X3, X1, X1
+	ADDQ      $0x00000002, SI
+	ADDQ      $0x00000002, DI
+	DECQ      R8
+	JNZ       tileF16Tok2AVX2_tail
+
+tileF16Tok2AVX2_store:
+	MOVQ   CX, SI
+	VMOVSS X0, (SI)
+	ADDQ   BX, SI
+	VMOVSS X1, (SI)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileF16Tok2AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileF16Tok3AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, F16C, FMA3
+TEXT ·tileF16Tok3AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), BX
+	SHLQ $0x02, BX
+
+tileF16Tok3AVX2_row:
+	MOVQ   AX, SI
+	MOVQ   a+32(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVQ   n+0(FP), R8
+	SHRQ   $0x05, R8
+	JZ     tileF16Tok3AVX2_reduce
+
+tileF16Tok3AVX2_loop:
+	VCVTPH2PS   (SI), Y12
+	VCVTPH2PS   (DI), Y13
+	VFMADD231PS Y13, Y12, Y0
+	VCVTPH2PS   (DI)(DX*1), Y13
+	VFMADD231PS Y13, Y12, Y4
+	VCVTPH2PS   (DI)(DX*2), Y13
+	VFMADD231PS Y13, Y12, Y8
+	VCVTPH2PS   16(SI), Y12
+	VCVTPH2PS   16(DI), Y13
+	VFMADD231PS Y13, Y12, Y1
+	VCVTPH2PS   16(DI)(DX*1), Y13
+	VFMADD231PS Y13, Y12, Y5
+	VCVTPH2PS   16(DI)(DX*2), Y13
+	VFMADD231PS Y13, Y12, Y9
+	VCVTPH2PS   32(SI), Y12
+	VCVTPH2PS   32(DI), Y13
+	VFMADD231PS Y13, Y12, Y2
+	VCVTPH2PS   32(DI)(DX*1), Y13
+	VFMADD231PS Y13, Y12, Y6
+	VCVTPH2PS   32(DI)(DX*2), Y13
+	VFMADD231PS Y13, Y12, Y10
+	VCVTPH2PS   48(SI), Y12
+	VCVTPH2PS   48(DI), Y13
+	VFMADD231PS Y13, Y12, Y3
+	VCVTPH2PS   48(DI)(DX*1), Y13
+	VFMADD231PS Y13, Y12, Y7
+	VCVTPH2PS   48(DI)(DX*2), Y13
+	VFMADD231PS Y13, Y12, Y11
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DI
+	DECQ        R8
+	JNZ         tileF16Tok3AVX2_loop
+
+tileF16Tok3AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VADDPS       Y10, Y8, Y8
+	VADDPS       Y11, Y9, Y9
+	VADDPS       Y9, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X2
+	VADDPS       X2, X8, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	MOVQ         n+0(FP), R8
+	ANDQ         $0x1f, R8
+	JZ           tileF16Tok3AVX2_store
+
+tileF16Tok3AVX2_tail:
+	MOVWLZX   (SI), R9
+	VMOVD     R9, X3
+	VCVTPH2PS X3, X3
+	MOVWLZX   (DI), R9
+	VMOVD     R9, X4
+	VCVTPH2PS X4, X4
+	VMULSS    X4, X3, X4
+	VADDSS    X4, X0, X0
+	MOVWLZX   (DI)(DX*1), R9
+	VMOVD     R9, X4
+	VCVTPH2PS X4, X4
+	VMULSS    X4, X3, X4
+	VADDSS    X4, X1, X1
+	MOVWLZX   (DI)(DX*2), R9
+	VMOVD     R9, X4
+	VCVTPH2PS X4, X4
+	VMULSS    X4, X3, X4
+	VADDSS    X4, X2, X2
+	ADDQ      $0x00000002, SI
+	ADDQ      $0x00000002, DI
+	DECQ      R8
+	JNZ       tileF16Tok3AVX2_tail
+
+tileF16Tok3AVX2_store:
+	MOVQ   CX, SI
+	VMOVSS X0, (SI)
+	ADDQ   BX, SI
+	VMOVSS X1, (SI)
+	ADDQ   BX, SI
+	VMOVSS X2, (SI)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileF16Tok3AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileBF16Tok1AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2
+TEXT ·tileBF16Tok1AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), DX
+	SHLQ $0x02, DX
+
+tileBF16Tok1AVX2_row:
+	MOVQ   AX, DX
+	MOVQ   a+32(FP), BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   n+0(FP), SI
+	SHRQ   $0x05, SI
+	JZ     tileBF16Tok1AVX2_reduce
+
+tileBF16Tok1AVX2_loop:
+	VPMOVZXWD (DX), Y4
+	VPSLLD    $0x10, Y4, Y4
+	VPMOVZXWD (BX), Y5
+	VPSLLD    $0x10, Y5, Y5
+	VMULPS    Y5, Y4, Y5
+	VADDPS    Y5, Y0, Y0
+	VPMOVZXWD 16(DX), Y4
+	VPSLLD    $0x10, Y4, Y4
+	VPMOVZXWD 16(BX), Y5
+	VPSLLD    $0x10, Y5, Y5
+	VMULPS    Y5, Y4, Y5
+	VADDPS    Y5, Y1, Y1
+	VPMOVZXWD 32(DX), Y4
+	VPSLLD    $0x10, Y4, Y4
+	VPMOVZXWD 32(BX), Y5
+	VPSLLD    $0x10, Y5, Y5
+	VMULPS    Y5, Y4, Y5
+	VADDPS    Y5, Y2, Y2
+	VPMOVZXWD 48(DX), Y4
+	VPSLLD    $0x10, Y4, Y4
+	VPMOVZXWD 48(BX), Y5
+	VPSLLD    $0x10, Y5, Y5
+	VMULPS    Y5, Y4, Y5
+	VADDPS    Y5, Y3, Y3
+	ADDQ      $0x00000040, DX
+	ADDQ      $0x00000040, BX
+	DECQ      SI
+	JNZ       tileBF16Tok1AVX2_loop
+
+tileBF16Tok1AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVQ         n+0(FP), SI
+	ANDQ         $0x1f, SI
+	JZ           tileBF16Tok1AVX2_store
+
+tileBF16Tok1AVX2_tail:
+	MOVWLZX (DX), DI
+	VMOVD   DI, X1
+	VPSLLD  $0x10, X1, X1
+	MOVWLZX (BX), DI
+	VMOVD   DI, X2
+	VPSLLD  $0x10, X2, X2
+	VMULSS  X2, X1, X2
+	VADDSS  X2, X0, X0
+	ADDQ    $0x00000002, DX
+	ADDQ    $0x00000002, BX
+	DECQ    SI
+	JNZ     tileBF16Tok1AVX2_tail
+
+tileBF16Tok1AVX2_store:
+	MOVQ   CX, DX
+	VMOVSS X0, (DX)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileBF16Tok1AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileBF16Tok2AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2
+TEXT ·tileBF16Tok2AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), BX
+	SHLQ $0x02, BX
+
+tileBF16Tok2AVX2_row:
+	MOVQ   AX, SI
+	MOVQ   a+32(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   n+0(FP), R8
+	SHRQ   $0x05, R8
+	JZ     tileBF16Tok2AVX2_reduce
+
+tileBF16Tok2AVX2_loop:
+	VPMOVZXWD (SI), Y8
+	VPSLLD    $0x10, Y8, Y8
+	VPMOVZXWD (DI), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y0, Y0
+	VPMOVZXWD (DI)(DX*1), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y4, Y4
+	VPMOVZXWD 16(SI), Y8
+	VPSLLD    $0x10, Y8, Y8
+	VPMOVZXWD 16(DI), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y1, Y1
+	VPMOVZXWD 16(DI)(DX*1), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y5, Y5
+	VPMOVZXWD 32(SI), Y8
+	VPSLLD    $0x10, Y8, Y8
+	VPMOVZXWD 32(DI), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y2, Y2
+	VPMOVZXWD 32(DI)(DX*1), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y6, Y6
+	VPMOVZXWD 48(SI), Y8
+	VPSLLD    $0x10, Y8, Y8
+	VPMOVZXWD 48(DI), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y3, Y3
+	VPMOVZXWD 48(DI)(DX*1), Y9
+	VPSLLD    $0x10, Y9, Y9
+	VMULPS    Y9, Y8, Y9
+	VADDPS    Y9, Y7, Y7
+	ADDQ      $0x00000040, SI
+	ADDQ      $0x00000040, DI
+	DECQ      R8
+	JNZ       tileBF16Tok2AVX2_loop
+
+tileBF16Tok2AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	MOVQ         n+0(FP), R8
+	ANDQ         $0x1f, R8
+	JZ           tileBF16Tok2AVX2_store
+
+tileBF16Tok2AVX2_tail:
+	MOVWLZX (SI), R9
+	VMOVD   R9, X2
+	VPSLLD  $0x10, X2, X2
+	MOVWLZX (DI), R9
+	VMOVD   R9, X3
+	VPSLLD  $0x10, X3, X3
+	VMULSS  X3, X2, X3
+	VADDSS  X3, X0, X0
+	MOVWLZX (DI)(DX*1), R9
+	VMOVD   R9, X3
+	VPSLLD  $0x10, X3, X3
+	VMULSS  X3, X2, X3
+	VADDSS  X3, X1, X1
+	ADDQ    $0x00000002, SI
+	ADDQ    $0x00000002, DI
+	DECQ    R8
+	JNZ     tileBF16Tok2AVX2_tail
+
+tileBF16Tok2AVX2_store:
+	MOVQ   CX, SI
+	VMOVSS X0, (SI)
+	ADDQ   BX, SI
+	VMOVSS X1, (SI)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileBF16Tok2AVX2_row
+	VZEROUPPER
+	RET
+
+// func tileBF16Tok3AVX2(n int, w *byte, wStride int, nRows int, a *byte, aStride int, out *float32, outStride int)
+// Requires: AVX, AVX2
+TEXT ·tileBF16Tok3AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+8(FP), AX
+	MOVQ out+48(FP), CX
+	MOVQ aStride+40(FP), DX
+	MOVQ outStride+56(FP), BX
+	SHLQ $0x02, BX
+
+tileBF16Tok3AVX2_row:
+	MOVQ   AX, SI
+	MOVQ   a+32(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVQ   n+0(FP), R8
+	SHRQ   $0x05, R8
+	JZ     tileBF16Tok3AVX2_reduce
+
+tileBF16Tok3AVX2_loop:
+	VPMOVZXWD (SI), Y12
+	VPSLLD    $0x10, Y12, Y12
+	VPMOVZXWD (DI), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y0, Y0
+	VPMOVZXWD (DI)(DX*1), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y4, Y4
+	VPMOVZXWD (DI)(DX*2), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y8, Y8
+	VPMOVZXWD 16(SI), Y12
+	VPSLLD    $0x10, Y12, Y12
+	VPMOVZXWD 16(DI), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y1, Y1
+	VPMOVZXWD 16(DI)(DX*1), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y5, Y5
+	VPMOVZXWD 16(DI)(DX*2), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y9, Y9
+	VPMOVZXWD 32(SI), Y12
+	VPSLLD    $0x10, Y12, Y12
+	VPMOVZXWD 32(DI), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y2, Y2
+	VPMOVZXWD 32(DI)(DX*1), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y6, Y6
+	VPMOVZXWD 32(DI)(DX*2), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y10, Y10
+	VPMOVZXWD 48(SI), Y12
+	VPSLLD    $0x10, Y12, Y12
+	VPMOVZXWD 48(DI), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y3, Y3
+	VPMOVZXWD 48(DI)(DX*1), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y7, Y7
+	VPMOVZXWD 48(DI)(DX*2), Y13
+	VPSLLD    $0x10, Y13, Y13
+	VMULPS    Y13, Y12, Y13
+	VADDPS    Y13, Y11, Y11
+	ADDQ      $0x00000040, SI
+	ADDQ      $0x00000040, DI
+	DECQ      R8
+	JNZ       tileBF16Tok3AVX2_loop
+
+tileBF16Tok3AVX2_reduce:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X1
+	VADDPS       X1, X4, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VADDPS       Y10, Y8, Y8
+	VADDPS       Y11, Y9, Y9
+	VADDPS       Y9, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X2
+	VADDPS       X2, X8, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	MOVQ         n+0(FP), R8
+	ANDQ         $0x1f, R8
+	JZ           tileBF16Tok3AVX2_store
+
+tileBF16Tok3AVX2_tail:
+	MOVWLZX (SI), R9
+	VMOVD   R9, X3
+	VPSLLD  $0x10, X3, X3
+	MOVWLZX (DI), R9
+	VMOVD   R9, X4
+	VPSLLD  $0x10, X4, X4
+	VMULSS  X4, X3, X4
+	VADDSS  X4, X0, X0
+	MOVWLZX (DI)(DX*1), R9
+	VMOVD   R9, X4
+	VPSLLD  $0x10, X4, X4
+	VMULSS  X4, X3, X4
+	VADDSS  X4, X1, X1
+	MOVWLZX (DI)(DX*2), R9
+	VMOVD   R9, X4
+	VPSLLD  $0x10, X4, X4
+	VMULSS  X4, X3, X4
+	VADDSS  X4, X2, X2
+	ADDQ    $0x00000002, SI
+	ADDQ    $0x00000002, DI
+	DECQ    R8
+	JNZ     tileBF16Tok3AVX2_tail
+
+tileBF16Tok3AVX2_store:
+	MOVQ   CX, SI
+	VMOVSS X0, (SI)
+	ADDQ   BX, SI
+	VMOVSS X1, (SI)
+	ADDQ   BX, SI
+	VMOVSS X2, (SI)
+	ADDQ   $0x04, CX
+	ADDQ   wStride+16(FP), AX
+	DECQ   nRows+24(FP)
+	JNZ    tileBF16Tok3AVX2_row
+	VZEROUPPER
+	RET
+
 // func quantizeQ8KAVX2(nb int, dst *byte, src *float32)
 // Requires: AVX, AVX2
 TEXT ·quantizeQ8KAVX2(SB), NOSPLIT, $0-24
