@@ -281,6 +281,10 @@ type LaneStats struct {
 	StepsBySize map[int]int64 `json:"steps_by_size"`
 	// The energy policy's target batch size (0 for other policies).
 	EnergyTarget int `json:"energy_target,omitempty"`
+	// KV states of finished sequences kept for the next ones (at most
+	// max_batch), and their bytes (not in SchedStats.KVBytes).
+	IdleStates  int   `json:"idle_states"`
+	IdleKVBytes int64 `json:"idle_kv_bytes"`
 }
 
 // SchedStats is sched.stats's result.

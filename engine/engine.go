@@ -307,7 +307,8 @@ func (e *Engine) SchedStats() SchedStats {
 	e.lanesMu.Lock()
 	for k, l := range e.lanes {
 		st := l.s.Stats()
-		out.Lanes = append(out.Lanes, LaneStats{ModelID: k.model.info.ModelID, Threads: l.pool.Threads(), Mode: k.mode, Policy: k.policy,
+		idle, idleBytes := l.idle.stats()
+		out.Lanes = append(out.Lanes, LaneStats{IdleStates: idle, IdleKVBytes: idleBytes, ModelID: k.model.info.ModelID, Threads: l.pool.Threads(), Mode: k.mode, Policy: k.policy,
 			MaxBatch: k.maxBatch, Queued: st.Queued, Active: st.Active, MaxActive: st.MaxActive, Rejected: st.Rejected,
 			Completed: st.Completed, Cancelled: st.Cancelled, Steps: st.Steps, StepsBySize: st.StepsBySize, EnergyTarget: st.EnergyTarget})
 	}

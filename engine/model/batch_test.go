@@ -3,6 +3,7 @@ package model
 import (
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -414,5 +415,59 @@ func TestRopeShared(t *testing.T) {
 		if !slices.Equal(s.rope, fresh) {
 			t.Fatalf("context %d: the state's RoPE table differs from a fresh one", ctx)
 		}
+	}
+}
+
+// TestStateReuse: a state that held another, longer sequence, reset and
+// with every cached key and value poisoned with NaN, gives logits
+// bit-identical to a fresh state of another capacity, prompt run through
+// Batch.Step and decoding through Batch.Forward as the engine's lanes do
+// (which keep finished sequences' states for their next ones): attention
+// reads nothing past the positions the sequence wrote.
+func TestStateReuse(t *testing.T) {
+	for _, file := range []string{"stories260K.gguf", "synth-256-Q4_K_M.gguf"} {
+		t.Run(file, func(t *testing.T) {
+			for _, threads := range []int{1, 2} {
+				m := batchModel(t, file, threads)
+				V := m.Config.Vocab
+				promptA := []int32{1}
+				for j := 0; j < 37; j++ {
+					promptA = append(promptA, int32((7*j+3)%(V-3))+3)
+				}
+				promptB := []int32{1, 22, 13, 41, 9}
+				const n = 12
+				want := solo(t, m, promptB, n)
+
+				s := m.NewStateBatch(64, 1)
+				if err := m.Forward(s, promptA, make([]float32, V), false); err != nil {
+					t.Fatal(err)
+				}
+				s.Reset()
+				nan := float32(math.NaN())
+				for i := range s.kc {
+					s.kc[i] = nan
+				}
+				for i := range s.vc {
+					s.vc[i] = nan
+				}
+				b := m.NewBatch(8)
+				logits := make([]float32, V)
+				if err := b.Step(nil, []Span{{State: s, Tokens: promptB, Logits: true}}, logits); err != nil {
+					t.Fatal(err)
+				}
+				got := [][32]byte{sum(logits)}
+				for i := 0; i < n; i++ {
+					if err := b.Forward(nil, []*State{s}, []int32{argmaxF(logits)}, logits); err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, sum(logits))
+				}
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("threads %d: step %d: a reused state's logits differ from a fresh state's", threads, i)
+					}
+				}
+			}
+		})
 	}
 }
