@@ -170,6 +170,9 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("engine shutdown: runs still replying: %w", ctx.Err()))
 	}
+	for _, l := range lanes {
+		l.idle.close()
+	}
 	errs = append(errs, e.runs.flush())
 	e.events.closeAll("engine stopped")
 	e.compute.Lock()
@@ -278,6 +281,7 @@ func (e *Engine) UnloadModel(id string) error {
 		m.runs.Wait()
 		for _, l := range ls {
 			<-l.s.Done()
+			l.idle.close()
 		}
 		e.compute.Lock()
 		defer e.compute.Unlock()

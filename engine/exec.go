@@ -62,13 +62,70 @@ type lane struct {
 // competing with the compute threads. A reused state holds the previous
 // sequence's keys and values past its new position; attention reads only
 // positions before the current one (model.TestStateReuse poisons them with
-// NaNs). At most max_batch states are kept: never more than the lane held
-// in use at its peak.
+// NaNs). At most max_batch states are kept, never more than the lane held
+// in use at its peak, and none longer than idleStateTTL unused: a burst of
+// long requests does not pin its caches' memory for the lane's lifetime.
 type idleStates struct {
 	mu    sync.Mutex
 	s     []*model.State
+	since []time.Time // when each of s was put back
 	max   int
 	bytes int64
+	ttl   time.Duration // 0: idleStateTTL
+	sweep *time.Timer   // pending while states are idle
+}
+
+// idleStateTTL is how long an idle state is kept without being reused.
+const idleStateTTL = 30 * time.Second
+
+func (p *idleStates) drop(i int) {
+	p.bytes -= p.s[i].KVBytes()
+	p.s = slices.Delete(p.s, i, i+1)
+	p.since = slices.Delete(p.since, i, i+1)
+}
+
+func (p *idleStates) lifetime() time.Duration {
+	if p.ttl > 0 {
+		return p.ttl
+	}
+	return idleStateTTL
+}
+
+// expire drops the states idle for a lifetime and re-arms the sweep for
+// the others (called by the sweep timer).
+func (p *idleStates) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sweep = nil
+	now := time.Now()
+	for i := len(p.s) - 1; i >= 0; i-- {
+		if now.Sub(p.since[i]) >= p.lifetime() {
+			p.drop(i)
+		}
+	}
+	p.arm(now)
+}
+
+// arm schedules the next sweep for the oldest idle state (mu held).
+func (p *idleStates) arm(now time.Time) {
+	if p.sweep != nil || len(p.s) == 0 {
+		return
+	}
+	oldest := slices.MinFunc(p.since, func(a, b time.Time) int { return a.Compare(b) })
+	p.sweep = time.AfterFunc(max(oldest.Add(p.lifetime()).Sub(now), time.Millisecond), p.expire)
+}
+
+// close drops every idle state (the lane is gone).
+func (p *idleStates) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	for len(p.s) > 0 {
+		p.drop(len(p.s) - 1)
+	}
 }
 
 // get returns the smallest idle state that holds ctxLen tokens, emptied,
@@ -86,8 +143,7 @@ func (p *idleStates) get(ctxLen int) *model.State {
 		return nil
 	}
 	s := p.s[best]
-	p.s = slices.Delete(p.s, best, best+1)
-	p.bytes -= s.KVBytes()
+	p.drop(best)
 	s.Reset()
 	return s
 }
@@ -97,7 +153,9 @@ func (p *idleStates) get(ctxLen int) *model.State {
 func (p *idleStates) put(s *model.State) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := time.Now()
 	p.s = append(p.s, s)
+	p.since = append(p.since, now)
 	p.bytes += s.KVBytes()
 	if len(p.s) > p.max {
 		small := 0
@@ -106,9 +164,9 @@ func (p *idleStates) put(s *model.State) {
 				small = i
 			}
 		}
-		p.bytes -= p.s[small].KVBytes()
-		p.s = slices.Delete(p.s, small, small+1)
+		p.drop(small)
 	}
+	p.arm(now)
 }
 
 func (p *idleStates) stats() (int, int64) {

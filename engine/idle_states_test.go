@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestLaneReusesStates: a lane keeps its finished sequences' KV states (at
@@ -64,5 +65,61 @@ func TestLaneReusesStates(t *testing.T) {
 	}
 	if st := e.SchedStats(); st.KVBytes != 0 || st.ActiveSequences != 0 {
 		t.Fatalf("no run active, yet %d KV bytes in %d sequences", st.KVBytes, st.ActiveSequences)
+	}
+}
+
+// TestIdleStatesExpire: idle states unused for their lifetime are dropped
+// and the others kept, the sweep timer drops them without any other
+// activity, and a lane's states go with the engine.
+func TestIdleStatesExpire(t *testing.T) {
+	e := newTestEngine(t, 1, PowerOptions{})
+	path := sharedModel(t, "stories260K.gguf")
+	generate(t, e, path, 4)
+	e.lanesMu.Lock()
+	var l *lane
+	for _, x := range e.lanes {
+		l = x
+	}
+	e.lanesMu.Unlock()
+	p := &l.idle
+	p.close() // the run's state, under the default lifetime
+	p.mu.Lock()
+	p.ttl, p.max = time.Hour, 4
+	p.mu.Unlock()
+	m := l.m.model
+	p.put(m.NewStateBatch(16, 1))
+	p.put(m.NewStateBatch(32, 1))
+	p.mu.Lock()
+	p.since[0] = p.since[0].Add(-2 * time.Hour) // the first one is old
+	p.mu.Unlock()
+	p.expire()
+	p.mu.Lock()
+	if len(p.s) != 1 || p.s[0].Ctx() != 32 {
+		t.Fatalf("after a sweep: %d idle states; want only the recent one", len(p.s))
+	}
+	p.mu.Unlock()
+
+	// The timer alone empties the pool once every state is past its time.
+	p.close()
+	p.mu.Lock()
+	p.ttl = 20 * time.Millisecond
+	p.mu.Unlock()
+	p.put(m.NewStateBatch(16, 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := p.stats(); n != 0; n, _ = p.stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle states long after their lifetime", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, b := p.stats(); b != 0 {
+		t.Fatalf("no idle state, yet %d idle bytes", b)
+	}
+	p.put(m.NewStateBatch(16, 1))
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := p.stats(); n != 0 {
+		t.Fatalf("%d idle states after the engine closed", n)
 	}
 }
