@@ -48,10 +48,11 @@ func avx2TileTable() map[Type]DotTileFunc {
 		F16:  floatTile(2, [3]floatTileAsm{tileF16Tok1AVX2, tileF16Tok2AVX2, tileF16Tok3AVX2}),
 		BF16: floatTile(2, [3]floatTileAsm{tileBF16Tok1AVX2, tileBF16Tok2AVX2, tileBF16Tok3AVX2}),
 		// Matrices of these three types are repacked to LayoutX8 for
-		// speed (avx2X8Tiles); in the file's layout they loop over dots.
-		Q8_0: tileFromDot(dotQ8_0Fast),
-		Q4_K: tileFromDot(dotQ4_KFast),
-		Q6_K: tileFromDot(dotQ6_KFast),
+		// speed (avx2X8Tiles); in the file's layout (weight_layout: rows)
+		// they loop over the one-row kernel in blocks of rows.
+		Q8_0: quantTile(qk8_0, blockQ8_0Size, blockQ8_0Size, "Q8_0", dotQ8_0AVX2, nil, nil),
+		Q4_K: quantTile(QK_K, blockQ4_KSize, blockQ8_KSize, "Q4_K", dotQ4KQ8KAVX2, nil, nil),
+		Q6_K: quantTile(QK_K, blockQ6_KSize, blockQ8_KSize, "Q6_K", dotQ6KQ8KAVX2, nil, nil),
 		Q5_0: quantTile(qk5_0, blockQ5_0Size, blockQ8_0Size, "Q5_0", dotQ5_0AVX2, dotQ5_0RowsAVX2, nil),
 	}
 }
@@ -99,7 +100,8 @@ func floatTile(size int, tok [3]floatTileAsm) DotTileFunc {
 }
 
 // quantTile builds the DotTileFunc of a block format from its assembly
-// kernels (tok4 may be nil).
+// kernels (rows and tok4 may be nil: one is then called per row and token,
+// still without a DotFunc's checks per call).
 func quantTile(bs, wSize, aSize int, what string,
 	one func(nb int, w, a *byte) float32,
 	rows func(nb int, w *byte, wStride int, a *byte, out *float32, nRows int),
@@ -116,7 +118,7 @@ func quantTile(bs, wSize, aSize int, what string,
 			}
 			return
 		}
-		if nTok == 1 {
+		if nTok == 1 && rows != nil {
 			rows(nb, &w[0], wStride, &a[0], &out[0], nRows)
 			return
 		}
