@@ -27,6 +27,7 @@ const DefaultConfigPath = "/etc/llm-engine/engine.json"
 const (
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultLogLevel        = "info"
+	DefaultCacheMaxBytes   = 16 << 30
 )
 
 // FileConfig is the configuration file (/etc/llm-engine/engine.json). Every
@@ -35,17 +36,18 @@ const (
 // file is validated against it before use: an unknown field, a wrong type
 // or a value out of range is an error naming the field by its JSON pointer.
 type FileConfig struct {
-	Listen       string  `json:"listen,omitempty" jsonschema:"pattern=^/" jsonschema_description:"Unix socket path used when not socket-activated (foreground mode). Default: $XDG_RUNTIME_DIR/llm-engine/engine.sock. Ignored under systemd: the socket unit owns the socket. Needs a restart."`
-	StateDir     string  `json:"state_dir,omitempty" jsonschema:"pattern=^/" jsonschema_description:"State directory (run records, plans). Default: $STATE_DIRECTORY (systemd StateDirectory=), else $XDG_STATE_HOME/llm-engine or ~/.local/state/llm-engine. Needs a restart."`
-	CacheDir     string  `json:"cache_dir,omitempty" jsonschema:"pattern=^/" jsonschema_description:"Cache directory. Default: $CACHE_DIRECTORY (systemd CacheDirectory=), else $XDG_CACHE_HOME/llm-engine or ~/.cache/llm-engine. Needs a restart."`
-	Threads      int     `json:"threads,omitempty" jsonschema:"minimum=0,maximum=4096" jsonschema_description:"Worker threads for inference; 0 or absent: one per CPU. Needs a restart."`
-	Backend      string  `json:"backend,omitempty" jsonschema_description:"Kernel backend (e.g. cpu-avx2, cpu-generic; engine.info lists those this host can run); absent: the best the CPU supports. Needs a restart."`
-	AdminGroup   string  `json:"admin_group,omitempty" jsonschema:"pattern=^[^\\s:]+$" jsonschema_description:"Group (name or numeric gid) whose members may call mutating methods (model.load, model.unload, ...) besides root and the daemon's user. Absent: nobody else. Applied on reload."`
-	Limits       Limits  `json:"limits,omitzero" jsonschema_description:"Limits on clients. Applied on reload (to new requests)."`
-	IdleExit     float64 `json:"idle_exit_seconds,omitempty" jsonschema:"minimum=0" jsonschema_description:"Exit (status 0) after this many seconds with no client connected and no run, when socket-activated: systemd keeps the socket and starts the daemon again on the next connection. 0 or absent: never. Applied on reload."`
-	Shutdown     float64 `json:"shutdown_timeout_seconds,omitempty" jsonschema:"exclusiveMinimum=0,maximum=3600" jsonschema_description:"On SIGTERM, how long runs in progress may go on before they are cancelled (default 20). Keep it below the unit's TimeoutStopSec. Applied on reload."`
-	DefaultModel string  `json:"default_model,omitempty" jsonschema:"pattern=^/" jsonschema_description:"GGUF model loaded at start (in the background, after READY=1). Applied on reload (loaded if not loaded yet)."`
-	LogLevel     string  `json:"log_level,omitempty" jsonschema:"enum=debug,enum=info,enum=warn,enum=error" jsonschema_description:"Log level (default info). Applied on reload."`
+	Listen        string  `json:"listen,omitempty" jsonschema:"pattern=^/" jsonschema_description:"Unix socket path used when not socket-activated (foreground mode). Default: $XDG_RUNTIME_DIR/llm-engine/engine.sock. Ignored under systemd: the socket unit owns the socket. Needs a restart."`
+	StateDir      string  `json:"state_dir,omitempty" jsonschema:"pattern=^/" jsonschema_description:"State directory (run records, plans). Default: $STATE_DIRECTORY (systemd StateDirectory=), else $XDG_STATE_HOME/llm-engine or ~/.local/state/llm-engine. Needs a restart."`
+	CacheDir      string  `json:"cache_dir,omitempty" jsonschema:"pattern=^/" jsonschema_description:"Cache directory. Default: $CACHE_DIRECTORY (systemd CacheDirectory=), else $XDG_CACHE_HOME/llm-engine or ~/.cache/llm-engine. Needs a restart."`
+	CacheMaxBytes int64   `json:"cache_max_bytes,omitempty" jsonschema:"minimum=1048576" jsonschema_description:"Bound of the quantization cache (cache_dir/quant, the tensors a plan converts at load): after a load writes or uses an entry, the least recently used entries beyond it are deleted, never one a loaded model maps (default 17179869184, 16 GiB). Needs a restart."`
+	Threads       int     `json:"threads,omitempty" jsonschema:"minimum=0,maximum=4096" jsonschema_description:"Worker threads for inference; 0 or absent: one per CPU. Needs a restart."`
+	Backend       string  `json:"backend,omitempty" jsonschema_description:"Kernel backend (e.g. cpu-avx2, cpu-generic; engine.info lists those this host can run); absent: the best the CPU supports. Needs a restart."`
+	AdminGroup    string  `json:"admin_group,omitempty" jsonschema:"pattern=^[^\\s:]+$" jsonschema_description:"Group (name or numeric gid) whose members may call mutating methods (model.load, model.unload, ...) besides root and the daemon's user. Absent: nobody else. Applied on reload."`
+	Limits        Limits  `json:"limits,omitzero" jsonschema_description:"Limits on clients. Applied on reload (to new requests)."`
+	IdleExit      float64 `json:"idle_exit_seconds,omitempty" jsonschema:"minimum=0" jsonschema_description:"Exit (status 0) after this many seconds with no client connected and no run, when socket-activated: systemd keeps the socket and starts the daemon again on the next connection. 0 or absent: never. Applied on reload."`
+	Shutdown      float64 `json:"shutdown_timeout_seconds,omitempty" jsonschema:"exclusiveMinimum=0,maximum=3600" jsonschema_description:"On SIGTERM, how long runs in progress may go on before they are cancelled (default 20). Keep it below the unit's TimeoutStopSec. Applied on reload."`
+	DefaultModel  string  `json:"default_model,omitempty" jsonschema:"pattern=^/" jsonschema_description:"GGUF model loaded at start (in the background, after READY=1). Applied on reload (loaded if not loaded yet)."`
+	LogLevel      string  `json:"log_level,omitempty" jsonschema:"enum=debug,enum=info,enum=warn,enum=error" jsonschema_description:"Log level (default info). Applied on reload."`
 	// Power and MetricsListen: see power.go.
 	Power         PowerConfig `json:"power,omitzero" jsonschema_description:"Energy meter and power cap of the inference worker threads (see power/README.md). Needs a restart."`
 	MetricsListen string      `json:"metrics_listen,omitempty" jsonschema_description:"Loopback address (host:port, e.g. 127.0.0.1:9464) of an HTTP Prometheus endpoint at /metrics. Absent: off. A non-loopback address is a configuration error. Needs a restart."`
@@ -186,6 +188,7 @@ type Settings struct {
 	Listen          string
 	StateDir        string
 	CacheDir        string
+	CacheMaxBytes   int64
 	Threads         int
 	Backend         string
 	AdminGroup      string
@@ -204,15 +207,16 @@ type Settings struct {
 func (fc *FileConfig) Resolve(path string, getenv func(string) string) (*Settings, error) {
 	cerr := &ConfigError{Path: path}
 	s := &Settings{
-		Listen:       fc.Listen,
-		StateDir:     fc.StateDir,
-		CacheDir:     fc.CacheDir,
-		Threads:      fc.Threads,
-		Backend:      fc.Backend,
-		AdminGroup:   fc.AdminGroup,
-		DefaultModel: fc.DefaultModel,
-		LogLevel:     fc.LogLevel,
-		IdleExit:     seconds(fc.IdleExit),
+		Listen:        fc.Listen,
+		StateDir:      fc.StateDir,
+		CacheDir:      fc.CacheDir,
+		CacheMaxBytes: fc.CacheMaxBytes,
+		Threads:       fc.Threads,
+		Backend:       fc.Backend,
+		AdminGroup:    fc.AdminGroup,
+		DefaultModel:  fc.DefaultModel,
+		LogLevel:      fc.LogLevel,
+		IdleExit:      seconds(fc.IdleExit),
 		Server: Config{
 			MaxRequestBytes: fc.Limits.MaxRequestBytes,
 			MaxConnections:  fc.Limits.MaxConnections,
@@ -253,6 +257,9 @@ func (fc *FileConfig) Resolve(path string, getenv func(string) string) (*Setting
 		if s.CacheDir, err = systemdDir(getenv, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache"); err != nil {
 			cerr.Problems = append(cerr.Problems, "at /cache_dir: "+err.Error())
 		}
+	}
+	if s.CacheMaxBytes == 0 {
+		s.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if s.Listen == "" {
 		if rt := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(rt) {

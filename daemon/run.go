@@ -36,9 +36,11 @@ const CancelGrace = 3 * time.Second
 type EngineOptions struct {
 	StateDir string
 	CacheDir string
-	Threads  int
-	Backend  string
-	Power    engine.PowerOptions // the config's "power" section
+	// CacheMaxBytes bounds the quantization cache (engine.Options).
+	CacheMaxBytes int64
+	Threads       int
+	Backend       string
+	Power         engine.PowerOptions // the config's "power" section
 }
 
 // Options configure Run. Overrides (non-empty) take precedence over the
@@ -114,7 +116,7 @@ func Run(opts Options) error {
 			return err
 		}
 	}
-	eng, err := opts.NewEngine(EngineOptions{StateDir: set.StateDir, CacheDir: set.CacheDir, Threads: set.Threads, Backend: set.Backend, Power: set.Power})
+	eng, err := opts.NewEngine(EngineOptions{StateDir: set.StateDir, CacheDir: set.CacheDir, CacheMaxBytes: set.CacheMaxBytes, Threads: set.Threads, Backend: set.Backend, Power: set.Power})
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("starting the engine (threads %d, backend %q): %w", set.Threads, set.Backend, err)
@@ -174,7 +176,7 @@ func (d *runner) run(listeners []net.Listener, sigs <-chan os.Signal) error {
 		mode = "socket-activated"
 	}
 	d.log.Info("llm-engined started", "version", d.eng.Info().Version, "mode", mode, "pid", os.Getpid(),
-		"state_dir", set.StateDir, "cache_dir", set.CacheDir, "admin_group", set.AdminGroup, "idle_exit", set.IdleExit)
+		"state_dir", set.StateDir, "cache_dir", set.CacheDir, "cache_max_bytes", set.CacheMaxBytes, "admin_group", set.AdminGroup, "idle_exit", set.IdleExit)
 	if set.IdleExit > 0 && !d.activated {
 		d.log.Info("idle_exit_seconds ignored: not socket-activated (nobody would start the daemon again)")
 	}
@@ -489,6 +491,9 @@ func (d *runner) reload() {
 	if set.CacheDir != old.CacheDir {
 		restart("cache_dir", old.CacheDir, set.CacheDir)
 	}
+	if set.CacheMaxBytes != old.CacheMaxBytes {
+		restart("cache_max_bytes", old.CacheMaxBytes, set.CacheMaxBytes)
+	}
 	if set.Threads != old.Threads {
 		restart("threads", old.Threads, set.Threads)
 	}
@@ -505,6 +510,7 @@ func (d *runner) reload() {
 	// Keep the running values of restart-only fields so that later reloads
 	// compare against what runs.
 	set.Listen, set.StateDir, set.CacheDir, set.Threads, set.Backend = old.Listen, old.StateDir, old.CacheDir, old.Threads, old.Backend
+	set.CacheMaxBytes = old.CacheMaxBytes
 
 	d.level.Set(parseLevel(set.LogLevel))
 	d.srv.SetConfig(set.Server)

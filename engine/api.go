@@ -40,6 +40,13 @@ type ModelInfo struct {
 	WeightLayout   string  `json:"weight_layout,omitempty"`
 	RepackedMatrix int     `json:"repacked_matrices,omitempty"`
 	RepackMS       float64 `json:"repack_ms,omitempty"`
+	// The quantization cache entry the converted tensors are mapped from
+	// (none when the plan converts nothing), whether it existed, and the
+	// least recently used entries this load deleted to keep the cache
+	// within its bound (Options.CacheMaxBytes).
+	QuantCachePath   string   `json:"quant_cache_path,omitempty"`
+	QuantCacheHit    bool     `json:"quant_cache_hit,omitempty"`
+	QuantCachePruned []string `json:"quant_cache_pruned,omitempty"`
 }
 
 // Sampling selects the next token. Temperature 0 means greedy (argmax,

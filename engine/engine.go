@@ -33,9 +33,13 @@ type Options struct {
 	// run records (runs/). "" means a temporary directory removed by Close.
 	StateDir string
 	CacheDir string
-	Threads  int    // worker threads; 0 means runtime.NumCPU()
-	Backend  string // kernel set; "" means the best the CPU supports
-	Power    PowerOptions
+	// CacheMaxBytes bounds the quantization cache (CacheDir/quant): after
+	// a load writes or uses an entry, the least recently used entries
+	// beyond it are deleted, never one a loaded model maps. 0: unbounded.
+	CacheMaxBytes int64
+	Threads       int    // worker threads; 0 means runtime.NumCPU()
+	Backend       string // kernel set; "" means the best the CPU supports
+	Power         PowerOptions
 	// MaxRunRecords bounds the run records kept (default
 	// DefaultMaxRunRecords); the oldest are deleted beyond it.
 	MaxRunRecords int

@@ -416,6 +416,10 @@ func (e *Engine) loadInstance(ctx context.Context, f *gguf.File, key modelKey, r
 		info.RepackedMatrix = li.Matrices
 		info.RepackMS = ms(li.Duration)
 	}
+	if q := mdl.Quantization(); q.CachePath != "" {
+		info.QuantCachePath, info.QuantCacheHit = q.CachePath, q.CacheHit
+		info.QuantCachePruned = e.pruneQuantCache(q.CachePath)
+	}
 	for i := range f.Tensors {
 		info.NParams += f.Tensors[i].NumElements()
 		info.TensorTypes[f.Tensors[i].Type.String()]++
@@ -467,4 +471,24 @@ func (e *Engine) newModelID(abs string) string {
 		}
 		id = fmt.Sprintf("%s-%d", base, n)
 	}
+}
+
+// pruneQuantCache keeps the quantization cache within CacheMaxBytes after a
+// load wrote or used the entry at path: the least recently used entries go
+// first, never path nor an entry a loaded model maps (deleting it would be
+// safe for that model, whose mapping keeps the pages, but its next load
+// would convert again). It returns the entries deleted; a failure to
+// delete costs only disk space, so it is not the load's error.
+func (e *Engine) pruneQuantCache(path string) []string {
+	if e.opts.CacheMaxBytes <= 0 || e.opts.CacheDir == "" {
+		return nil
+	}
+	keep := []string{path}
+	e.mu.Lock()
+	for _, m := range e.models {
+		keep = append(keep, m.model.Quantization().CachePath)
+	}
+	e.mu.Unlock()
+	res, _ := model.PruneQuantCache(e.opts.CacheDir, e.opts.CacheMaxBytes, keep...)
+	return res.Removed
 }

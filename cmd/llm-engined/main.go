@@ -48,7 +48,7 @@ configuration. Exit status 78 means the configuration is invalid.`
 
 // newEngine constructs the engine the daemon serves (tests replace it).
 var newEngine = func(o daemon.EngineOptions) (rpc.Engine, error) {
-	eng, err := engine.New(engine.Options{StateDir: o.StateDir, CacheDir: o.CacheDir, Threads: o.Threads, Backend: o.Backend, Power: o.Power})
+	eng, err := engine.New(engine.Options{StateDir: o.StateDir, CacheDir: o.CacheDir, CacheMaxBytes: o.CacheMaxBytes, Threads: o.Threads, Backend: o.Backend, Power: o.Power})
 	if err != nil {
 		return nil, err
 	}

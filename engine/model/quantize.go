@@ -405,6 +405,11 @@ func cachedConversions(f *gguf.File, path, cacheDir string, jobs []convJob, o *O
 		c, why := useEntry(cf, jobs, srcSHA, typesSHA)
 		if c != nil {
 			c.info.CachePath, c.info.CacheHit = entry, true
+			// Its modification time is its last use (PruneQuantCache
+			// removes the least recently used first); a read-only cache
+			// only loses that order.
+			now := time.Now()
+			_ = os.Chtimes(entry, now, now)
 			if o.Progress != nil {
 				total := c.info.SourceBytes
 				o.Progress(total, total)
@@ -639,4 +644,95 @@ func isHexSHA256(s string) bool {
 		return false
 	}
 	return strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// PruneResult reports what PruneQuantCache removed and kept.
+type PruneResult struct {
+	Removed      []string // entries deleted, least recently used first
+	RemovedBytes int64
+	KeptBytes    int64 // what the cache holds afterwards
+}
+
+// PruneQuantCache bounds the quantization cache of cacheDir (its quant/
+// entries) to maxBytes: the least recently used entries (by modification
+// time, which a cache hit refreshes) are deleted until the rest fit,
+// never the entries named in keep (the one a load just wrote or used). An
+// entry a loaded model maps stays valid for that model (the mapping keeps
+// the deleted file's pages); the next load of it converts again. Only
+// files named as LoadCached names its entries are considered.
+func PruneQuantCache(cacheDir string, maxBytes int64, keep ...string) (PruneResult, error) {
+	var res PruneResult
+	dir := filepath.Join(cacheDir, "quant")
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("model: quant cache: %w", err)
+	}
+	type entry struct {
+		path string
+		size int64
+		used time.Time
+		keep bool
+	}
+	var es []entry
+	for _, de := range des {
+		if !de.Type().IsRegular() || !isCacheEntryName(de.Name()) {
+			continue
+		}
+		fi, err := de.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		p := filepath.Join(dir, de.Name())
+		e := entry{path: p, size: fi.Size(), used: fi.ModTime()}
+		for _, k := range keep {
+			if k != "" && filepath.Clean(k) == p {
+				e.keep = true
+			}
+		}
+		es = append(es, e)
+		res.KeptBytes += e.size
+	}
+	slices.SortFunc(es, func(a, b entry) int {
+		if c := a.used.Compare(b.used); c != 0 {
+			return c
+		}
+		return strings.Compare(a.path, b.path)
+	})
+	var errs []error
+	for _, e := range es {
+		if res.KeptBytes <= maxBytes {
+			break
+		}
+		if e.keep {
+			continue
+		}
+		if err := os.Remove(e.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		res.Removed = append(res.Removed, e.path)
+		res.RemovedBytes += e.size
+		res.KeptBytes -= e.size
+	}
+	return res, errors.Join(errs...)
+}
+
+// isCacheEntryName reports whether name is an entry name of entryPath:
+// 16 hex digits, '-', 24 hex digits, ".gguf".
+func isCacheEntryName(name string) bool {
+	if len(name) != 16+1+24+5 || name[16] != '-' || !strings.HasSuffix(name, ".gguf") {
+		return false
+	}
+	for i, c := range name[:41] {
+		if i == 16 {
+			continue
+		}
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -2,11 +2,15 @@ package model
 
 import (
 	"bytes"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/weos/llm-engine/engine/gguf"
 	"github.com/weos/llm-engine/engine/plan"
@@ -477,4 +481,91 @@ func TestSourceSHA256(t *testing.T) {
 	if _, err := SourceSHA256(filepath.Join(dir, "nope"), cache); err == nil {
 		t.Error("missing file hashed")
 	}
+}
+
+// TestPruneQuantCache: entries beyond the bound go least recently used
+// first, never a kept one; files that are not entries (a renameio temp
+// file, anything else) are left alone; a cache hit refreshes an entry's
+// use, and a model whose entry was pruned keeps working from its mapping.
+func TestPruneQuantCache(t *testing.T) {
+	dir := t.TempDir()
+	q := filepath.Join(dir, "quant")
+	os.MkdirAll(q, 0o755)
+	name := func(i int) string {
+		return filepath.Join(q, fmt.Sprintf("%016x-%024x.gguf", i, i))
+	}
+	t0 := time.Now().Add(-time.Hour)
+	for i, size := range []int{100, 200, 300, 400} {
+		os.WriteFile(name(i), make([]byte, size), 0o644)
+		at := t0.Add(time.Duration(i) * time.Minute)
+		os.Chtimes(name(i), at, at)
+	}
+	others := []string{filepath.Join(q, ".0123.gguf4567"), filepath.Join(q, "notes.txt"), filepath.Join(q, "ABCDEF0123456789-000000000000000000000000.gguf")}
+	for _, o := range others {
+		os.WriteFile(o, make([]byte, 5000), 0o644)
+	}
+	res, err := PruneQuantCache(dir, 650, name(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Removed, []string{name(1), name(2)}) || res.RemovedBytes != 500 || res.KeptBytes != 500 {
+		t.Fatalf("pruned %v (%d bytes), kept %d bytes; want entries 1 and 2 (500), 500 kept", res.Removed, res.RemovedBytes, res.KeptBytes)
+	}
+	for _, p := range append(others, name(0), name(3)) {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if res, err := PruneQuantCache(dir, 1<<20); err != nil || len(res.Removed) != 0 {
+		t.Errorf("under the bound: removed %v, %v", res.Removed, err)
+	}
+	if res, err := PruneQuantCache(t.TempDir(), 0); err != nil || len(res.Removed) != 0 {
+		t.Errorf("no cache yet: removed %v, %v", res.Removed, err)
+	}
+
+	// Real entries: a hit makes an entry the most recently used.
+	needFormats(t, kernels.Q8_0, kernels.Q5_0, kernels.Q6_K)
+	f, path := openShared(t, stories)
+	cache := t.TempDir()
+	load := func(qt string) *Model {
+		t.Helper()
+		m, err := LoadCached(f, path, cache, Options{Pool: testPool(t, 2), Types: planTypes(t, f, qt)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	a := load(plan.QuantQ6_K)
+	b := load(plan.QuantQ4_K_M)
+	if a.Quantization().CachePath == b.Quantization().CachePath {
+		t.Fatal("two quantizations share a cache entry")
+	}
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(a.Quantization().CachePath, old, old)
+	os.Chtimes(b.Quantization().CachePath, old.Add(time.Minute), old.Add(time.Minute))
+	if q := load(plan.QuantQ6_K).Quantization(); !q.CacheHit { // a is used again
+		t.Fatalf("reload: %+v", q)
+	}
+	res, err = PruneQuantCache(cache, 1)
+	if err != nil || len(res.Removed) != 2 || res.Removed[0] != b.Quantization().CachePath {
+		t.Fatalf("removed %v (%v); want b's entry first (least recently used), then a's", res.Removed, err)
+	}
+	V := a.Config.Vocab
+	logits := make([]float32, V)
+	if err := a.Forward(a.NewState(8), []int32{1, 5, 9}, logits, false); err != nil || !finite(logits) {
+		t.Fatalf("a model whose entry was pruned: %v", err)
+	}
+	if q := load(plan.QuantQ6_K).Quantization(); q.CacheHit || q.CachePath == "" {
+		t.Errorf("after pruning: %+v; want a rebuilt entry", q)
+	}
+}
+
+func finite(x []float32) bool {
+	for _, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return false
+		}
+	}
+	return true
 }
