@@ -53,29 +53,72 @@ func AttnValues(out []float32, prob []float32, pStride, nq int, v []float32, vSt
 	}
 }
 
+// AttnScoresF16 is AttnScores over a key cache of binary16 elements, each
+// widened exactly to float32 (the half-size cache of kv_cache type F16).
+func AttnScoresF16(dst []float32, dstStride int, q []float32, nq, hd int, kT []uint16, kStride, n int) {
+	checkAttnScoresN(dst, dstStride, q, nq, hd, len(kT), kStride, n)
+	for g := 0; g < nq; g++ {
+		qg := q[g*hd : (g+1)*hd]
+		row := dst[g*dstStride : g*dstStride+n]
+		for p := range row {
+			var s float32
+			for d, qd := range qg {
+				s = fma32(qd, fp16Table[kT[d*kStride+p]], s)
+			}
+			row[p] = s
+		}
+	}
+}
+
+// AttnValuesF16 is AttnValues over a value cache of binary16 elements.
+func AttnValuesF16(out []float32, prob []float32, pStride, nq int, v []uint16, vStride, hd, n int) {
+	checkAttnValuesN(out, prob, pStride, nq, len(v), vStride, hd, n)
+	for g := 0; g < nq; g++ {
+		pg := prob[g*pStride : g*pStride+n]
+		o := out[g*hd : (g+1)*hd]
+		for d := range o {
+			var s float32
+			for p, w := range pg {
+				s = fma32(w, fp16Table[v[p*vStride+d]], s)
+			}
+			o[d] = s
+		}
+	}
+}
+
 func checkAttnScores(dst []float32, dstStride int, q []float32, nq, hd int, kT []float32, kStride, n int) {
+	checkAttnScoresN(dst, dstStride, q, nq, hd, len(kT), kStride, n)
+}
+
+func checkAttnScoresN(dst []float32, dstStride int, q []float32, nq, hd int, lenK int, kStride, n int) {
 	n8 := (n + 7) &^ 7
 	switch {
 	case nq < 1 || hd < 1 || n < 1 || dstStride < n8 || kStride < n8:
 		panic(fmt.Sprintf("kernels: AttnScores: bad shape nq=%d hd=%d n=%d strides %d, %d", nq, hd, n, dstStride, kStride))
-	case len(q) < nq*hd || len(dst) < (nq-1)*dstStride+n8 || len(kT) < (hd-1)*kStride+n8:
+	case len(q) < nq*hd || len(dst) < (nq-1)*dstStride+n8 || lenK < (hd-1)*kStride+n8:
 		panic("kernels: AttnScores: slices too short")
 	}
 }
 
 func checkAttnValues(out []float32, prob []float32, pStride, nq int, v []float32, vStride, hd, n int) {
+	checkAttnValuesN(out, prob, pStride, nq, len(v), vStride, hd, n)
+}
+
+func checkAttnValuesN(out []float32, prob []float32, pStride, nq int, lenV int, vStride, hd, n int) {
 	switch {
 	case nq < 1 || hd < 1 || n < 1 || pStride < n || vStride < hd:
 		panic(fmt.Sprintf("kernels: AttnValues: bad shape nq=%d hd=%d n=%d strides %d, %d", nq, hd, n, pStride, vStride))
-	case len(out) < nq*hd || len(prob) < (nq-1)*pStride+n || len(v) < (n-1)*vStride+hd:
+	case len(out) < nq*hd || len(prob) < (nq-1)*pStride+n || lenV < (n-1)*vStride+hd:
 		panic("kernels: AttnValues: slices too short")
 	}
 }
 
 // attnFuncs are a backend's attention kernels (nil: the pure-Go ones).
 type attnFuncs struct {
-	scores func(dst []float32, dstStride int, q []float32, nq, hd int, kT []float32, kStride, n int)
-	values func(out []float32, prob []float32, pStride, nq int, v []float32, vStride, hd, n int)
+	scores    func(dst []float32, dstStride int, q []float32, nq, hd int, kT []float32, kStride, n int)
+	values    func(out []float32, prob []float32, pStride, nq int, v []float32, vStride, hd, n int)
+	scoresF16 func(dst []float32, dstStride int, q []float32, nq, hd int, kT []uint16, kStride, n int)
+	valuesF16 func(out []float32, prob []float32, pStride, nq int, v []uint16, vStride, hd, n int)
 }
 
 // AttnScores is kernels.AttnScores with this backend's kernels.
@@ -94,4 +137,22 @@ func (b *Backend) AttnValues(out []float32, prob []float32, pStride, nq int, v [
 		return
 	}
 	AttnValues(out, prob, pStride, nq, v, vStride, hd, n)
+}
+
+// AttnScoresF16 is kernels.AttnScoresF16 with this backend's kernels.
+func (b *Backend) AttnScoresF16(dst []float32, dstStride int, q []float32, nq, hd int, kT []uint16, kStride, n int) {
+	if b.attn.scoresF16 != nil {
+		b.attn.scoresF16(dst, dstStride, q, nq, hd, kT, kStride, n)
+		return
+	}
+	AttnScoresF16(dst, dstStride, q, nq, hd, kT, kStride, n)
+}
+
+// AttnValuesF16 is kernels.AttnValuesF16 with this backend's kernels.
+func (b *Backend) AttnValuesF16(out []float32, prob []float32, pStride, nq int, v []uint16, vStride, hd, n int) {
+	if b.attn.valuesF16 != nil {
+		b.attn.valuesF16(out, prob, pStride, nq, v, vStride, hd, n)
+		return
+	}
+	AttnValuesF16(out, prob, pStride, nq, v, vStride, hd, n)
 }

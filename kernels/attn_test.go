@@ -55,9 +55,64 @@ func TestAttnKernels(t *testing.T) {
 						t.Fatalf("%s AttnValues hd=%d nq=%d n=%d: element %d: %g, go %g", be.Name(), hd, nq, n, i/4, gotV[i/4], wantV[i/4])
 					}
 				}
+
+				// Binary16 caches: the float32 arithmetic on the widened
+				// elements, bit for bit, in the spec and in every backend.
+				kT16, v16 := toF16(kT), toF16(v)
+				want16 := make([]float32, nq*stride)
+				AttnScores(want16, stride, q, nq, hd, fromF16(kT16), stride, n)
+				wantV16 := make([]float32, nq*hd)
+				AttnValues(wantV16, prob, stride, nq, fromF16(v16), vStride, hd, n)
+				spec := make([]float32, nq*stride)
+				AttnScoresF16(spec, stride, q, nq, hd, kT16, stride, n)
+				specV := make([]float32, nq*hd)
+				AttnValuesF16(specV, prob, stride, nq, v16, vStride, hd, n)
+				if !sameScores(spec, want16, nq, stride, n) || firstDiff(F32Bytes(specV), F32Bytes(wantV16)) >= 0 {
+					t.Fatalf("F16 spec hd=%d nq=%d n=%d differs from the float32 one on widened elements", hd, nq, n)
+				}
+				for _, be := range backends {
+					got := make([]float32, nq*stride)
+					be.AttnScoresF16(got, stride, q, nq, hd, kT16, stride, n)
+					if !sameScores(got, want16, nq, stride, n) {
+						t.Fatalf("%s AttnScoresF16 hd=%d nq=%d n=%d differs from the spec", be.Name(), hd, nq, n)
+					}
+					gotV := make([]float32, nq*hd)
+					be.AttnValuesF16(gotV, prob, stride, nq, v16, vStride, hd, n)
+					if i := firstDiff(F32Bytes(gotV), F32Bytes(wantV16)); i >= 0 {
+						t.Fatalf("%s AttnValuesF16 hd=%d nq=%d n=%d: element %d: %g, spec %g", be.Name(), hd, nq, n, i/4, gotV[i/4], wantV16[i/4])
+					}
+				}
 			}
 		}
 	}
+}
+
+func toF16(x []float32) []uint16 {
+	h := make([]uint16, len(x))
+	for i, v := range x {
+		h[i] = FP32ToFP16(v)
+	}
+	return h
+}
+
+func fromF16(h []uint16) []float32 {
+	x := make([]float32, len(h))
+	for i, v := range h {
+		x[i] = FP16ToFP32(v)
+	}
+	return x
+}
+
+// sameScores compares the n computed positions of nq score rows.
+func sameScores(a, b []float32, nq, stride, n int) bool {
+	for g := 0; g < nq; g++ {
+		for p := 0; p < n; p++ {
+			if !sameBits(a[g*stride+p], b[g*stride+p]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func BenchmarkAttn(b *testing.B) {

@@ -232,6 +232,31 @@ var avx2Attn = ifAVX2(attnFuncs{
 			attnValuesAVX2(&out[g*hd], &prob[g*pStride], pStride, nq-g, &v[0], vStride, hd/8, n)
 		}
 	},
+	scoresF16: func(dst []float32, dstStride int, q []float32, nq, hd int, kT []uint16, kStride, n int) {
+		checkAttnScoresN(dst, dstStride, q, nq, hd, len(kT), kStride, n)
+		n8 := (n + 7) / 8
+		g := 0
+		for ; g+2 <= nq; g += 2 {
+			attnScores2F16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
+		}
+		if g < nq {
+			attnScoresF16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], nq-g, hd, &kT[0], kStride, n8)
+		}
+	},
+	valuesF16: func(out []float32, prob []float32, pStride, nq int, v []uint16, vStride, hd, n int) {
+		checkAttnValuesN(out, prob, pStride, nq, len(v), vStride, hd, n)
+		if hd%8 != 0 {
+			AttnValuesF16(out, prob, pStride, nq, v, vStride, hd, n)
+			return
+		}
+		g := 0
+		for ; g+2 <= nq; g += 2 {
+			attnValues2F16AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
+		}
+		if g < nq {
+			attnValuesF16AVX2(&out[g*hd], &prob[g*pStride], pStride, nq-g, &v[0], vStride, hd/8, n)
+		}
+	},
 })
 
 func ifAVX2[F any](f F) F {

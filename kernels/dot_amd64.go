@@ -151,20 +151,35 @@ func swigluAVX2(n8 int, out *float32, gate *float32, up *float32)
 // exponentials.
 func expSubAVX2(n8 int, x *float32, m float32, tail int) float64
 
-// attnScoresAVX2 is kernels.AttnScores over n8 > 0 blocks of eight positions (strides in floats;
-// nq, hd > 0).
+// attnScoresAVX2 is kernels.AttnScores over n8 > 0 blocks of eight positions (strides in
+// elements; nq, hd > 0).
 func attnScoresAVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT *float32, kStride int, n8 int)
 
-// attnValuesAVX2 is kernels.AttnValues for hd = 8*hd8 (strides in floats; nq, hd8, n > 0).
+// attnValuesAVX2 is kernels.AttnValues for hd = 8*hd8 (strides in elements; nq, hd8, n > 0).
 func attnValuesAVX2(out *float32, prob *float32, pStride int, nq int, v *float32, vStride int, hd8 int, n int)
 
 // attnScores2AVX2 is kernels.AttnScores for nq = 2 over n8 > 0 blocks of eight positions
-// (strides in floats; hd > 0).
+// (strides in elements; hd > 0).
 func attnScores2AVX2(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride int, n8 int)
 
-// attnValues2AVX2 is kernels.AttnValues for nq = 2 and hd = 8*hd8 (strides in floats;
-// hd8, n > 0).
+// attnValues2AVX2 is kernels.AttnValues for nq = 2 and hd = 8*hd8 (strides in
+// elements; hd8, n > 0).
 func attnValues2AVX2(out *float32, prob *float32, pStride int, v *float32, vStride int, hd8 int, n int)
+
+// attnScoresF16AVX2 is kernels.AttnScoresF16 over n8 > 0 blocks of eight positions (strides in
+// elements; nq, hd > 0).
+func attnScoresF16AVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT *uint16, kStride int, n8 int)
+
+// attnValuesF16AVX2 is kernels.AttnValuesF16 for hd = 8*hd8 (strides in elements; nq, hd8, n > 0).
+func attnValuesF16AVX2(out *float32, prob *float32, pStride int, nq int, v *uint16, vStride int, hd8 int, n int)
+
+// attnScores2F16AVX2 is kernels.AttnScoresF16 for nq = 2 over n8 > 0 blocks of eight positions
+// (strides in elements; hd > 0).
+func attnScores2F16AVX2(dst *float32, dstStride int, q *float32, hd int, kT *uint16, kStride int, n8 int)
+
+// attnValues2F16AVX2 is kernels.AttnValuesF16 for nq = 2 and hd = 8*hd8 (strides in
+// elements; hd8, n > 0).
+func attnValues2F16AVX2(out *float32, prob *float32, pStride int, v *uint16, vStride int, hd8 int, n int)
 
 // cpuPause executes n > 0 PAUSE instructions.
 func cpuPause(n int)

@@ -12272,6 +12272,375 @@ attnValues2AVX2_next:
 	VZEROUPPER
 	RET
 
+// func attnScoresF16AVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT *uint16, kStride int, n8 int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnScoresF16AVX2(SB), NOSPLIT, $0-64
+	MOVQ kStride+48(FP), AX
+	SHLQ $0x01, AX
+	MOVQ dstStride+8(FP), CX
+	SHLQ $0x02, CX
+	XORQ DX, DX
+	MOVQ n8+56(FP), BX
+
+attnScoresF16AVX2_blk:
+	CMPQ BX, $0x04
+	JB   attnScoresF16AVX2_one
+	MOVQ q+16(FP), SI
+	MOVQ dst+0(FP), DI
+	ADDQ DX, DI
+	MOVQ nq+24(FP), R8
+
+attnScoresF16AVX2_w4_head:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   kT+40(FP), R9
+	MOVQ   DX, R10
+	SHRQ   $0x01, R10
+	ADDQ   R10, R9
+	MOVQ   hd+32(FP), R10
+
+attnScoresF16AVX2_w4_d:
+	VBROADCASTSS (SI), Y4
+	VCVTPH2PS    (R9), Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VCVTPH2PS    16(R9), Y5
+	VFMADD231PS  Y5, Y4, Y1
+	VCVTPH2PS    32(R9), Y5
+	VFMADD231PS  Y5, Y4, Y2
+	VCVTPH2PS    48(R9), Y5
+	VFMADD231PS  Y5, Y4, Y3
+	ADDQ         $0x04, SI
+	ADDQ         AX, R9
+	DECQ         R10
+	JNZ          attnScoresF16AVX2_w4_d
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y1, 32(DI)
+	VMOVUPS      Y2, 64(DI)
+	VMOVUPS      Y3, 96(DI)
+	ADDQ         CX, DI
+	DECQ         R8
+	JNZ          attnScoresF16AVX2_w4_head
+	ADDQ         $0x80, DX
+	SUBQ         $0x04, BX
+	JMP          attnScoresF16AVX2_next
+
+attnScoresF16AVX2_one:
+	MOVQ q+16(FP), SI
+	MOVQ dst+0(FP), DI
+	ADDQ DX, DI
+	MOVQ nq+24(FP), R8
+
+attnScoresF16AVX2_w1_head:
+	VXORPS Y0, Y0, Y0
+	MOVQ   kT+40(FP), R9
+	MOVQ   DX, R10
+	SHRQ   $0x01, R10
+	ADDQ   R10, R9
+	MOVQ   hd+32(FP), R10
+
+attnScoresF16AVX2_w1_d:
+	VBROADCASTSS (SI), Y1
+	VCVTPH2PS    (R9), Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x04, SI
+	ADDQ         AX, R9
+	DECQ         R10
+	JNZ          attnScoresF16AVX2_w1_d
+	VMOVUPS      Y0, (DI)
+	ADDQ         CX, DI
+	DECQ         R8
+	JNZ          attnScoresF16AVX2_w1_head
+	ADDQ         $0x20, DX
+	DECQ         BX
+
+attnScoresF16AVX2_next:
+	TESTQ BX, BX
+	JNZ   attnScoresF16AVX2_blk
+	VZEROUPPER
+	RET
+
+// func attnValuesF16AVX2(out *float32, prob *float32, pStride int, nq int, v *uint16, vStride int, hd8 int, n int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnValuesF16AVX2(SB), NOSPLIT, $0-64
+	MOVQ vStride+40(FP), AX
+	SHLQ $0x01, AX
+	MOVQ out+0(FP), CX
+	MOVQ prob+8(FP), DX
+	MOVQ nq+24(FP), BX
+
+attnValuesF16AVX2_head:
+	XORQ SI, SI
+	MOVQ hd8+48(FP), DI
+
+attnValuesF16AVX2_blk:
+	CMPQ   DI, $0x04
+	JB     attnValuesF16AVX2_one
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   DX, R8
+	MOVQ   v+32(FP), R9
+	MOVQ   SI, R10
+	SHRQ   $0x01, R10
+	ADDQ   R10, R9
+	MOVQ   n+56(FP), R10
+
+attnValuesF16AVX2_w4_p:
+	VBROADCASTSS (R8), Y4
+	VCVTPH2PS    (R9), Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VCVTPH2PS    16(R9), Y5
+	VFMADD231PS  Y5, Y4, Y1
+	VCVTPH2PS    32(R9), Y5
+	VFMADD231PS  Y5, Y4, Y2
+	VCVTPH2PS    48(R9), Y5
+	VFMADD231PS  Y5, Y4, Y3
+	ADDQ         $0x04, R8
+	ADDQ         AX, R9
+	DECQ         R10
+	JNZ          attnValuesF16AVX2_w4_p
+	VMOVUPS      Y0, (CX)(SI*1)
+	VMOVUPS      Y1, 32(CX)(SI*1)
+	VMOVUPS      Y2, 64(CX)(SI*1)
+	VMOVUPS      Y3, 96(CX)(SI*1)
+	ADDQ         $0x80, SI
+	SUBQ         $0x04, DI
+	JMP          attnValuesF16AVX2_next
+
+attnValuesF16AVX2_one:
+	VXORPS Y0, Y0, Y0
+	MOVQ   DX, R8
+	MOVQ   v+32(FP), R9
+	MOVQ   SI, R10
+	SHRQ   $0x01, R10
+	ADDQ   R10, R9
+	MOVQ   n+56(FP), R10
+
+attnValuesF16AVX2_w1_p:
+	VBROADCASTSS (R8), Y1
+	VCVTPH2PS    (R9), Y2
+	VFMADD231PS  Y2, Y1, Y0
+	ADDQ         $0x04, R8
+	ADDQ         AX, R9
+	DECQ         R10
+	JNZ          attnValuesF16AVX2_w1_p
+	VMOVUPS      Y0, (CX)(SI*1)
+	ADDQ         $0x20, SI
+	DECQ         DI
+
+attnValuesF16AVX2_next:
+	TESTQ DI, DI
+	JNZ   attnValuesF16AVX2_blk
+	ADDQ  SI, CX
+	MOVQ  pStride+16(FP), SI
+	SHLQ  $0x02, SI
+	ADDQ  SI, DX
+	DECQ  BX
+	JNZ   attnValuesF16AVX2_head
+	VZEROUPPER
+	RET
+
+// func attnScores2F16AVX2(dst *float32, dstStride int, q *float32, hd int, kT *uint16, kStride int, n8 int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnScores2F16AVX2(SB), NOSPLIT, $0-56
+	MOVQ kStride+40(FP), AX
+	SHLQ $0x01, AX
+	MOVQ dstStride+8(FP), CX
+	SHLQ $0x02, CX
+	XORQ DX, DX
+	MOVQ n8+48(FP), BX
+
+attnScores2F16AVX2_blk:
+	CMPQ   BX, $0x04
+	JB     attnScores2F16AVX2_one
+	MOVQ   q+16(FP), SI
+	MOVQ   hd+24(FP), DI
+	SHLQ   $0x02, DI
+	MOVQ   kT+32(FP), R8
+	MOVQ   DX, R9
+	SHRQ   $0x01, R9
+	ADDQ   R9, R8
+	MOVQ   hd+24(FP), R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+attnScores2F16AVX2_w4_step:
+	VBROADCASTSS (SI), Y8
+	VBROADCASTSS (SI)(DI*1), Y9
+	VCVTPH2PS    (R8), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y1
+	VCVTPH2PS    16(R8), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y3
+	VCVTPH2PS    32(R8), Y10
+	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y9, Y5
+	VCVTPH2PS    48(R8), Y10
+	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y10, Y9, Y7
+	ADDQ         $0x04, SI
+	ADDQ         AX, R8
+	DECQ         R9
+	JNZ          attnScores2F16AVX2_w4_step
+	MOVQ         dst+0(FP), SI
+	ADDQ         DX, SI
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, (SI)(CX*1)
+	VMOVUPS      Y2, 32(SI)
+	VMOVUPS      Y3, 32(SI)(CX*1)
+	VMOVUPS      Y4, 64(SI)
+	VMOVUPS      Y5, 64(SI)(CX*1)
+	VMOVUPS      Y6, 96(SI)
+	VMOVUPS      Y7, 96(SI)(CX*1)
+	ADDQ         $0x80, DX
+	SUBQ         $0x04, BX
+	JMP          attnScores2F16AVX2_next
+
+attnScores2F16AVX2_one:
+	MOVQ   q+16(FP), SI
+	MOVQ   hd+24(FP), DI
+	SHLQ   $0x02, DI
+	MOVQ   kT+32(FP), R8
+	MOVQ   DX, R9
+	SHRQ   $0x01, R9
+	ADDQ   R9, R8
+	MOVQ   hd+24(FP), R9
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+attnScores2F16AVX2_w1_step:
+	VBROADCASTSS (SI), Y2
+	VBROADCASTSS (SI)(DI*1), Y3
+	VCVTPH2PS    (R8), Y4
+	VFMADD231PS  Y4, Y2, Y0
+	VFMADD231PS  Y4, Y3, Y1
+	ADDQ         $0x04, SI
+	ADDQ         AX, R8
+	DECQ         R9
+	JNZ          attnScores2F16AVX2_w1_step
+	MOVQ         dst+0(FP), SI
+	ADDQ         DX, SI
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, (SI)(CX*1)
+	ADDQ         $0x20, DX
+	DECQ         BX
+
+attnScores2F16AVX2_next:
+	TESTQ BX, BX
+	JNZ   attnScores2F16AVX2_blk
+	VZEROUPPER
+	RET
+
+// func attnValues2F16AVX2(out *float32, prob *float32, pStride int, v *uint16, vStride int, hd8 int, n int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnValues2F16AVX2(SB), NOSPLIT, $0-56
+	MOVQ vStride+32(FP), AX
+	SHLQ $0x01, AX
+	XORQ CX, CX
+	MOVQ hd8+40(FP), DX
+
+attnValues2F16AVX2_blk:
+	CMPQ   DX, $0x04
+	JB     attnValues2F16AVX2_one
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+attnValues2F16AVX2_w4_step:
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VCVTPH2PS    (DI), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y1
+	VCVTPH2PS    16(DI), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y3
+	VCVTPH2PS    32(DI), Y10
+	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y9, Y5
+	VCVTPH2PS    48(DI), Y10
+	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y10, Y9, Y7
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues2F16AVX2_w4_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, (BX)(SI*1)
+	VMOVUPS      Y2, 32(BX)
+	VMOVUPS      Y3, 32(BX)(SI*1)
+	VMOVUPS      Y4, 64(BX)
+	VMOVUPS      Y5, 64(BX)(SI*1)
+	VMOVUPS      Y6, 96(BX)
+	VMOVUPS      Y7, 96(BX)(SI*1)
+	ADDQ         $0x80, CX
+	SUBQ         $0x04, DX
+	JMP          attnValues2F16AVX2_next
+
+attnValues2F16AVX2_one:
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+attnValues2F16AVX2_w1_step:
+	VBROADCASTSS (BX), Y2
+	VBROADCASTSS (BX)(SI*1), Y3
+	VCVTPH2PS    (DI), Y4
+	VFMADD231PS  Y4, Y2, Y0
+	VFMADD231PS  Y4, Y3, Y1
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues2F16AVX2_w1_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, (BX)(SI*1)
+	ADDQ         $0x20, CX
+	DECQ         DX
+
+attnValues2F16AVX2_next:
+	TESTQ DX, DX
+	JNZ   attnValues2F16AVX2_blk
+	VZEROUPPER
+	RET
+
 // func cpuPause(n int)
 TEXT ·cpuPause(SB), NOSPLIT, $0-8
 	MOVQ n+0(FP), AX

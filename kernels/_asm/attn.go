@@ -11,6 +11,56 @@ import (
 // positions (scores) or eight dimensions (values) to a register, up to four
 // independent chains at a time.
 
+// attnElem is the element type of the cache the kernels read: float32, or
+// binary16 widened by VCVTPH2PS on load (exact).
+type attnElem struct {
+	suffix string // "" or "F16": attnScores<suffix>AVX2, …
+	size   int    // bytes per element
+}
+
+var (
+	elemF32 = attnElem{"", 4}
+	elemF16 = attnElem{"F16", 2}
+)
+
+// load widens the eight elements at m into dst.
+func (e attnElem) load(m Mem, dst VecVirtual) {
+	if e.size == 2 {
+		VCVTPH2PS(m, dst)
+		return
+	}
+	VMOVUPS(m, dst)
+}
+
+// strideBytes turns a stride in elements (in r) into bytes.
+func (e attnElem) strideBytes(r Register) {
+	if e.size == 4 {
+		SHLQ(U8(2), r)
+	} else {
+		SHLQ(U8(1), r)
+	}
+}
+
+// addOffset adds to ptr the cache offset of byte offset off of a float32
+// row (the same element index).
+func (e attnElem) addOffset(off, ptr Register) {
+	if e.size == 4 {
+		ADDQ(off, ptr)
+		return
+	}
+	t := GP64()
+	MOVQ(off, t)
+	SHRQ(U8(1), t)
+	ADDQ(t, ptr)
+}
+
+func (e attnElem) goType() string {
+	if e.size == 2 {
+		return "uint16"
+	}
+	return "float32"
+}
+
 // blockLoop emits a loop over cnt blocks of eight floats, four at a time
 // while four remain, then one: body emits w blocks and advances its offset.
 func blockLoop(name string, cnt Register, body func(lbl string, w int)) {
@@ -28,20 +78,20 @@ func blockLoop(name string, cnt Register, body func(lbl string, w int)) {
 	JNZ(LabelRef(name + "_blk"))
 }
 
-func genAttnScores() {
-	name := "attnScoresAVX2"
-	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, nq, hd int, kT *float32, kStride, n8 int)")
-	Doc(name+" is kernels.AttnScores over n8 > 0 blocks of eight positions (strides in floats;",
-		"nq, hd > 0).")
+func genAttnScores(e attnElem) {
+	name := "attnScores" + e.suffix + "AVX2"
+	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, nq, hd int, kT *"+e.goType()+", kStride, n8 int)")
+	Doc(name+" is kernels.AttnScores"+e.suffix+" over n8 > 0 blocks of eight positions (strides in",
+		"elements; nq, hd > 0).")
 	ks := Load(Param("kStride"), GP64())
-	SHLQ(U8(2), ks)
+	e.strideBytes(ks)
 	ds := Load(Param("dstStride"), GP64())
 	SHLQ(U8(2), ds)
 	p := GP64() // byte offset of the position block in a row
 	XORQ(p, p)
 	nb := Load(Param("n8"), GP64())
 	blockLoop(name, nb, func(lbl string, w int) {
-		attnScoresBody(lbl, w, p, ks, ds)
+		attnScoresBody(e, lbl, w, p, ks, ds)
 		ADDQ(U8(32*w), p)
 	})
 	VZEROUPPER()
@@ -50,7 +100,7 @@ func genAttnScores() {
 
 // attnScoresBody: w vectors (8w positions from byte offset p) for every
 // query head.
-func attnScoresBody(lbl string, w int, p, ks, ds Register) {
+func attnScoresBody(e attnElem, lbl string, w int, p, ks, ds Register) {
 	qp := Load(Param("q"), GP64())
 	dp := Load(Param("dst"), GP64())
 	ADDQ(p, dp)
@@ -62,13 +112,19 @@ func attnScoresBody(lbl string, w int, p, ks, ds Register) {
 		VXORPS(acc[i], acc[i], acc[i])
 	}
 	kp := Load(Param("kT"), GP64())
-	ADDQ(p, kp)
+	e.addOffset(p, kp)
 	d := Load(Param("hd"), GP64())
 	Label(lbl + "_d")
 	qb := YMM()
 	VBROADCASTSS(Mem{Base: qp}, qb)
 	for i := range acc {
-		VFMADD231PS(Mem{Base: kp, Disp: 32 * i}, qb, acc[i])
+		if e.size == 4 {
+			VFMADD231PS(Mem{Base: kp, Disp: 32 * i}, qb, acc[i])
+			continue
+		}
+		k := YMM()
+		e.load(Mem{Base: kp, Disp: 8 * e.size * i}, k)
+		VFMADD231PS(k, qb, acc[i])
 	}
 	ADDQ(U8(4), qp)
 	ADDQ(ks, kp)
@@ -82,12 +138,12 @@ func attnScoresBody(lbl string, w int, p, ks, ds Register) {
 	JNZ(LabelRef(lbl + "_head"))
 }
 
-func genAttnValues() {
-	name := "attnValuesAVX2"
-	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride, nq int, v *float32, vStride, hd8, n int)")
-	Doc(name+" is kernels.AttnValues for hd = 8*hd8 (strides in floats; nq, hd8, n > 0).", "")
+func genAttnValues(e attnElem) {
+	name := "attnValues" + e.suffix + "AVX2"
+	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride, nq int, v *"+e.goType()+", vStride, hd8, n int)")
+	Doc(name+" is kernels.AttnValues"+e.suffix+" for hd = 8*hd8 (strides in elements; nq, hd8, n > 0).", "")
 	vs := Load(Param("vStride"), GP64())
-	SHLQ(U8(2), vs)
+	e.strideBytes(vs)
 	op := Load(Param("out"), GP64())
 	pg := Load(Param("prob"), GP64()) // head g's probabilities
 	g := Load(Param("nq"), GP64())
@@ -96,7 +152,7 @@ func genAttnValues() {
 	XORQ(o, o)
 	nd := Load(Param("hd8"), GP64())
 	blockLoop(name, nd, func(lbl string, w int) {
-		attnValuesBody(lbl, w, op, pg, o, vs)
+		attnValuesBody(e, lbl, w, op, pg, o, vs)
 		ADDQ(U8(32*w), o)
 	})
 	ADDQ(o, op) // next head's outputs follow
@@ -111,7 +167,7 @@ func genAttnValues() {
 
 // attnValuesBody: w vectors (8w dimensions from byte offset o) of one
 // head, over all positions.
-func attnValuesBody(lbl string, w int, op, pg, o, vs Register) {
+func attnValuesBody(e attnElem, lbl string, w int, op, pg, o, vs Register) {
 	acc := make([]VecVirtual, w)
 	for i := range acc {
 		acc[i] = YMM()
@@ -120,13 +176,19 @@ func attnValuesBody(lbl string, w int, op, pg, o, vs Register) {
 	pp := GP64()
 	MOVQ(pg, pp)
 	vp := Load(Param("v"), GP64())
-	ADDQ(o, vp)
+	e.addOffset(o, vp)
 	cnt := Load(Param("n"), GP64())
 	Label(lbl + "_p")
 	pb := YMM()
 	VBROADCASTSS(Mem{Base: pp}, pb)
 	for i := range acc {
-		VFMADD231PS(Mem{Base: vp, Disp: 32 * i}, pb, acc[i])
+		if e.size == 4 {
+			VFMADD231PS(Mem{Base: vp, Disp: 32 * i}, pb, acc[i])
+			continue
+		}
+		x := YMM()
+		e.load(Mem{Base: vp, Disp: 8 * e.size * i}, x)
+		VFMADD231PS(x, pb, acc[i])
 	}
 	ADDQ(U8(4), pp)
 	ADDQ(vs, vp)
@@ -138,10 +200,12 @@ func attnValuesBody(lbl string, w int, op, pg, o, vs Register) {
 }
 
 func genAttn() {
-	genAttnScores()
-	genAttnValues()
-	genAttnScores2()
-	genAttnValues2()
+	for _, e := range []attnElem{elemF32, elemF16} {
+		genAttnScores(e)
+		genAttnValues(e)
+		genAttnScores2(e)
+		genAttnValues2(e)
+	}
 }
 
 // Two query heads at once (a GQA group shares its KV head): each key or
@@ -149,20 +213,20 @@ func genAttn() {
 // bounds the one-head kernels (keys and values of a long context live in L2).
 // Every output element's chain is the same as in the one-head kernels.
 
-func genAttnScores2() {
-	name := "attnScores2AVX2"
-	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride, n8 int)")
-	Doc(name+" is kernels.AttnScores for nq = 2 over n8 > 0 blocks of eight positions",
-		"(strides in floats; hd > 0).")
+func genAttnScores2(e attnElem) {
+	name := "attnScores2" + e.suffix + "AVX2"
+	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, hd int, kT *"+e.goType()+", kStride, n8 int)")
+	Doc(name+" is kernels.AttnScores"+e.suffix+" for nq = 2 over n8 > 0 blocks of eight positions",
+		"(strides in elements; hd > 0).")
 	ks := Load(Param("kStride"), GP64())
-	SHLQ(U8(2), ks)
+	e.strideBytes(ks)
 	ds := Load(Param("dstStride"), GP64())
 	SHLQ(U8(2), ds)
 	p := GP64()
 	XORQ(p, p)
 	nb := Load(Param("n8"), GP64())
 	blockLoop(name, nb, func(lbl string, w int) {
-		attnScores2Body(lbl, w, p, ks, ds)
+		attnScores2Body(e, lbl, w, p, ks, ds)
 		ADDQ(U8(32*w), p)
 	})
 	VZEROUPPER()
@@ -173,7 +237,7 @@ func genAttnScores2() {
 // per step, the floats at bp (head 0) and bp+bOff (head 1), broadcast, times
 // the w vectors at vp (loaded once for both); bp advances four bytes and vp
 // vStride bytes a step, for cnt steps. It returns the accumulators.
-func pairChains(lbl string, w int, bp, bOff, vp, vStride, cnt Register) (acc0, acc1 []VecVirtual) {
+func pairChains(e attnElem, lbl string, w int, bp, bOff, vp, vStride, cnt Register) (acc0, acc1 []VecVirtual) {
 	acc0, acc1 = make([]VecVirtual, w), make([]VecVirtual, w)
 	for i := 0; i < w; i++ {
 		acc0[i], acc1[i] = YMM(), YMM()
@@ -186,7 +250,7 @@ func pairChains(lbl string, w int, bp, bOff, vp, vStride, cnt Register) (acc0, a
 	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 1}, b1)
 	for i := 0; i < w; i++ {
 		t := YMM()
-		VMOVUPS(Mem{Base: vp, Disp: 32 * i}, t)
+		e.load(Mem{Base: vp, Disp: 8 * e.size * i}, t)
 		VFMADD231PS(t, b0, acc0[i])
 		VFMADD231PS(t, b1, acc1[i])
 	}
@@ -199,14 +263,14 @@ func pairChains(lbl string, w int, bp, bOff, vp, vStride, cnt Register) (acc0, a
 
 // attnScores2Body: w vectors (8w positions from byte offset p) for both
 // heads: chains over the dimensions of the queries and key rows.
-func attnScores2Body(lbl string, w int, p, ks, ds Register) {
+func attnScores2Body(e attnElem, lbl string, w int, p, ks, ds Register) {
 	qp := Load(Param("q"), GP64())
 	hb := Load(Param("hd"), GP64())
 	SHLQ(U8(2), hb) // head 1's query follows head 0's
 	kp := Load(Param("kT"), GP64())
-	ADDQ(p, kp)
+	e.addOffset(p, kp)
 	d := Load(Param("hd"), GP64())
-	acc0, acc1 := pairChains(lbl, w, qp, hb, kp, ks, d)
+	acc0, acc1 := pairChains(e, lbl, w, qp, hb, kp, ks, d)
 	dp := Load(Param("dst"), GP64())
 	ADDQ(p, dp)
 	for i := 0; i < w; i++ {
@@ -215,18 +279,18 @@ func attnScores2Body(lbl string, w int, p, ks, ds Register) {
 	}
 }
 
-func genAttnValues2() {
-	name := "attnValues2AVX2"
-	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride int, v *float32, vStride, hd8, n int)")
-	Doc(name+" is kernels.AttnValues for nq = 2 and hd = 8*hd8 (strides in floats;",
-		"hd8, n > 0).")
+func genAttnValues2(e attnElem) {
+	name := "attnValues2" + e.suffix + "AVX2"
+	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride int, v *"+e.goType()+", vStride, hd8, n int)")
+	Doc(name+" is kernels.AttnValues"+e.suffix+" for nq = 2 and hd = 8*hd8 (strides in",
+		"elements; hd8, n > 0).")
 	vs := Load(Param("vStride"), GP64())
-	SHLQ(U8(2), vs)
+	e.strideBytes(vs)
 	o := GP64()
 	XORQ(o, o)
 	nd := Load(Param("hd8"), GP64())
 	blockLoop(name, nd, func(lbl string, w int) {
-		attnValues2Body(lbl, w, o, vs)
+		attnValues2Body(e, lbl, w, o, vs)
 		ADDQ(U8(32*w), o)
 	})
 	VZEROUPPER()
@@ -235,14 +299,14 @@ func genAttnValues2() {
 
 // attnValues2Body: w vectors (8w dimensions from byte offset o) of both
 // heads: chains over the positions' probabilities and value rows.
-func attnValues2Body(lbl string, w int, o, vs Register) {
+func attnValues2Body(e attnElem, lbl string, w int, o, vs Register) {
 	pp := Load(Param("prob"), GP64())
 	ps := Load(Param("pStride"), GP64())
 	SHLQ(U8(2), ps) // head 1's probabilities
 	vp := Load(Param("v"), GP64())
-	ADDQ(o, vp)
+	e.addOffset(o, vp)
 	cnt := Load(Param("n"), GP64())
-	acc0, acc1 := pairChains(lbl, w, pp, ps, vp, vs, cnt)
+	acc0, acc1 := pairChains(e, lbl, w, pp, ps, vp, vs, cnt)
 	op := Load(Param("out"), GP64())
 	ADDQ(o, op)
 	hb := Load(Param("hd8"), GP64())
