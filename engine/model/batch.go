@@ -217,7 +217,7 @@ func (m *Model) ForwardOn(p *kernels.Pool, s *State, tokens []int32, logits []fl
 // KVBytes is the memory held by the state's KV cache and scratch buffers.
 func (s *State) KVBytes() int64 {
 	b := &s.sp.bufs
-	n := len(s.kc) + len(s.vc) + len(b.x) + len(b.xb) + len(b.xb2) +
+	n := len(s.kc) + len(s.vc) + (len(s.kc16)+len(s.vc16))/2 + len(b.x) + len(b.xb) + len(b.xb2) +
 		len(b.q) + len(b.att) + len(b.k) + len(b.v) + len(b.hb) + len(b.hb2) +
 		(len(s.sp.actD)+len(s.sp.actQ)+len(s.sp.actF))/4
 	for _, sc := range s.scores {
@@ -230,6 +230,11 @@ func (s *State) KVBytes() int64 {
 // allocating, for admission control (memory limits). It mirrors
 // NewStateBatch's allocations (batch_test.go checks it within 10%).
 func (m *Model) StateBytes(ctxLen, maxBatch int) int64 {
+	return m.StateBytesKV(ctxLen, maxBatch, kernels.F32)
+}
+
+// StateBytesKV is StateBytes for a KV cache of element type kv.
+func (m *Model) StateBytesKV(ctxLen, maxBatch int, kv kernels.Type) int64 {
 	c := &m.Config
 	if ctxLen <= 0 {
 		ctxLen = c.Ctx
@@ -240,7 +245,10 @@ func (m *Model) StateBytes(ctxLen, maxBatch int) int64 {
 	maxBatch = min(maxBatch, ctxLen)
 	ctxPad := (ctxLen + 31) &^ 31
 	D, Q, KV, F := c.Dim, c.QDim(), c.KVDim(), c.FFN
-	n := c.Layers*KV*ctxPad + c.Layers*ctxLen*KV +
-		maxBatch*(D+max(D, Q)+D+2*Q+2*KV+2*F) + maxBatch*(D+Q+F) + m.pool.Threads()*(c.Heads/c.KVHeads)*ctxPad
-	return 4 * int64(n)
+	cache := int64(c.Layers*KV*ctxPad+c.Layers*ctxLen*KV) * 4
+	if kv == kernels.F16 {
+		cache /= 2
+	}
+	n := maxBatch*(D+max(D, Q)+D+2*Q+2*KV+2*F) + maxBatch*(D+Q+F) + m.pool.Threads()*(c.Heads/c.KVHeads)*ctxPad
+	return cache + 4*int64(n)
 }

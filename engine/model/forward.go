@@ -24,11 +24,16 @@ type State struct {
 	ctxPad   int // ctx rounded up to 32: row stride of the K cache
 	maxBatch int
 
-	// KV cache, F32. K is stored transposed, [layer][kvDim][ctxPad], and
-	// V by position, [layer][pos][kvDim]: the attention kernels then keep
-	// eight positions (scores) or eight dimensions (outputs) in the lanes
-	// of a register (kernels.AttnScores, AttnValues).
-	kc, vc []float32
+	// KV cache, F32 (kc, vc) or F16 (kc16, vc16, the plan's kv_cache type
+	// F16: half the memory and the attention's cache reads; keys and
+	// values rounded to binary16 as they are stored). K is stored
+	// transposed, [layer][kvDim][ctxPad], and V by position,
+	// [layer][pos][kvDim]: the attention kernels then keep eight positions
+	// (scores) or eight dimensions (outputs) in the lanes of a register
+	// (kernels.AttnScores, AttnValues and their F16 twins).
+	kvType     kernels.Type
+	kc, vc     []float32
+	kc16, vc16 []uint16
 
 	rope []float32 // [ctx][RopeDim] cos/sin pairs, the model's (read-only)
 
@@ -43,6 +48,15 @@ func (m *Model) NewState(ctxLen int) *State { return m.NewStateBatch(ctxLen, Def
 
 // NewStateBatch is NewState with an explicit maximum batch per step.
 func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
+	return m.NewStateKV(ctxLen, maxBatch, kernels.F32)
+}
+
+// KVTypes are the element types a KV cache can have.
+var KVTypes = []kernels.Type{kernels.F32, kernels.F16}
+
+// NewStateKV is NewStateBatch with a KV cache of element type kv (one of
+// KVTypes; it panics on another: plans are validated before).
+func (m *Model) NewStateKV(ctxLen, maxBatch int, kv kernels.Type) *State {
 	c := &m.Config
 	if ctxLen <= 0 {
 		ctxLen = c.Ctx
@@ -51,10 +65,18 @@ func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
 		maxBatch = DefaultMaxBatch
 	}
 	maxBatch = min(maxBatch, ctxLen)
-	s := &State{m: m, ctx: ctxLen, ctxPad: (ctxLen + 31) &^ 31, maxBatch: maxBatch}
+	s := &State{m: m, ctx: ctxLen, ctxPad: (ctxLen + 31) &^ 31, maxBatch: maxBatch, kvType: kv}
 	KV := c.KVDim()
-	s.kc = make([]float32, c.Layers*KV*s.ctxPad)
-	s.vc = make([]float32, c.Layers*ctxLen*KV)
+	switch kv {
+	case kernels.F32:
+		s.kc = make([]float32, c.Layers*KV*s.ctxPad)
+		s.vc = make([]float32, c.Layers*ctxLen*KV)
+	case kernels.F16:
+		s.kc16 = make([]uint16, c.Layers*KV*s.ctxPad)
+		s.vc16 = make([]uint16, c.Layers*ctxLen*KV)
+	default:
+		panic(fmt.Sprintf("model: KV cache of type %s", kv))
+	}
 	s.rope = m.ropeFor(ctxLen)
 	s.sp = newStepper(m, maxBatch)
 	s.scores = make([][]float32, m.pool.Threads())
@@ -67,6 +89,9 @@ func (m *Model) NewStateBatch(ctxLen, maxBatch int) *State {
 
 // Ctx returns the capacity of the state in tokens.
 func (s *State) Ctx() int { return s.ctx }
+
+// KVType returns the element type of the state's KV cache.
+func (s *State) KVType() kernels.Type { return s.kvType }
 
 // Reset empties the sequence.
 func (s *State) Reset() { s.Pos = 0 }
@@ -146,6 +171,17 @@ func (m *Model) forward(p *kernels.Pool, s *State, tokens []int32, logits []floa
 // cache.
 func (s *State) storeKV(l, pos int, k, v []float32) {
 	KV := len(k)
+	if s.kvType == kernels.F16 {
+		kc := s.kc16[l*KV*s.ctxPad : (l+1)*KV*s.ctxPad]
+		for d, val := range k {
+			kc[d*s.ctxPad+pos] = kernels.FP32ToFP16(val)
+		}
+		vc := s.vc16[(l*s.ctx+pos)*KV : (l*s.ctx+pos+1)*KV]
+		for d, val := range v {
+			vc[d] = kernels.FP32ToFP16(val)
+		}
+		return
+	}
 	kc := s.kc[l*KV*s.ctxPad : (l+1)*KV*s.ctxPad]
 	for d, val := range k {
 		kc[d*s.ctxPad+pos] = val

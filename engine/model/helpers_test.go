@@ -82,7 +82,14 @@ type refGen struct {
 
 func loadRef(t testing.TB, m refModel, prompt string) *refGen {
 	t.Helper()
-	base := filepath.Join(sharedDir(t), "reference", "gen", m.dir, prompt, "f32kv_nofa-t1")
+	return loadRefConfig(t, m, prompt, "f32kv_nofa-t1")
+}
+
+// loadRefConfig is loadRef for another llama.cpp configuration (default-t1:
+// F16 KV cache and flash attention).
+func loadRefConfig(t testing.TB, m refModel, prompt, config string) *refGen {
+	t.Helper()
+	base := filepath.Join(sharedDir(t), "reference", "gen", m.dir, prompt, config)
 	js, err := os.ReadFile(base + ".json")
 	if err != nil {
 		t.Fatal(err)

@@ -319,8 +319,6 @@ func (sp *stepper) attend(worker, t, h int) {
 	hd, Q, KV := c.HeadDim, c.QDim(), c.KVDim()
 	group := sp.group
 	l := sp.layer
-	kc := s.kc[l*KV*s.ctxPad : (l+1)*KV*s.ctxPad]
-	vc := s.vc[l*s.ctx*KV : (l+1)*s.ctx*KV]
 	sc := s.scores[worker]
 	cp := s.ctxPad
 	nPos := pos + 1
@@ -333,7 +331,13 @@ func (sp *stepper) attend(worker, t, h int) {
 	// multiple of 8, so that the kernel's blocks of eight positions end
 	// within the row (positions a..lo-1 are not used).
 	a := lo &^ 7
-	be.AttnScores(sc[a:], cp, q, group, hd, kc[h*hd*cp+a:], cp, nPos-a)
+	f16 := s.kvType == kernels.F16
+	kOff, vOff := l*KV*cp+h*hd*cp+a, l*s.ctx*KV+lo*KV+h*hd
+	if f16 {
+		be.AttnScoresF16(sc[a:], cp, q, group, hd, s.kc16[kOff:(l+1)*KV*cp], cp, nPos-a)
+	} else {
+		be.AttnScores(sc[a:], cp, q, group, hd, s.kc[kOff:(l+1)*KV*cp], cp, nPos-a)
+	}
 	for g := 0; g < group; g++ {
 		row := sc[g*cp+lo : g*cp+nPos]
 		if c.AttnSoftcap != 0 {
@@ -343,7 +347,11 @@ func (sp *stepper) attend(worker, t, h int) {
 	}
 	// out[g*hd + d] = Σ_p prob_g[p] v_p[d]
 	out := sp.bufs.att[t*Q+h*group*hd : t*Q+(h+1)*group*hd]
-	be.AttnValues(out, sc[lo:], cp, group, vc[lo*KV+h*hd:], KV, hd, nPos-lo)
+	if f16 {
+		be.AttnValuesF16(out, sc[lo:], cp, group, s.vc16[vOff:(l+1)*s.ctx*KV], KV, hd, nPos-lo)
+	} else {
+		be.AttnValues(out, sc[lo:], cp, group, s.vc[vOff:(l+1)*s.ctx*KV], KV, hd, nPos-lo)
+	}
 }
 
 func (sp *stepper) midPhase(_, start, end int) {
