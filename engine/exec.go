@@ -128,14 +128,14 @@ func (p *idleStates) close() {
 	}
 }
 
-// get returns the smallest idle state that holds ctxLen tokens, emptied,
-// or nil.
-func (p *idleStates) get(ctxLen int) *model.State {
+// get returns the smallest idle state with a cache of type kv that holds
+// ctxLen tokens, emptied, or nil.
+func (p *idleStates) get(ctxLen int, kv kernels.Type) *model.State {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	best := -1
 	for i, s := range p.s {
-		if s.Ctx() >= ctxLen && (best < 0 || s.Ctx() < p.s[best].Ctx()) {
+		if s.KVType() == kv && s.Ctx() >= ctxLen && (best < 0 || s.Ctx() < p.s[best].Ctx()) {
 			best = i
 		}
 	}
@@ -356,8 +356,9 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		}
 		// The state's own step buffers hold one token: prompts run in
 		// the lane's batch.
-		if sr.state = l.idle.get(sr.ctxLen); sr.state == nil {
-			sr.state = l.m.model.NewStateBatch(sr.ctxLen, 1)
+		kv := kvType(sr.res)
+		if sr.state = l.idle.get(sr.ctxLen, kv); sr.state == nil {
+			sr.state = l.m.model.NewStateKV(sr.ctxLen, 1, kv)
 		}
 		sr.kvBytes = sr.state.KVBytes()
 		e.kvBytes.Add(sr.kvBytes)
@@ -622,4 +623,13 @@ type BusyData struct {
 	RetryAfterMS int64 `json:"retry_after_ms"`
 	Queued       int   `json:"queued"`
 	MaxQueue     int   `json:"max_queue"`
+}
+
+// kvType is the element type of a run's KV cache: the resolved plan's
+// kv_cache.type (validated by the schema: F32 or F16).
+func kvType(r *plan.Resolved) kernels.Type {
+	if *r.Plan.KVCache.Type == plan.KVF16 {
+		return kernels.F16
+	}
+	return kernels.F32
 }

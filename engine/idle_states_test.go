@@ -46,10 +46,42 @@ func TestLaneReusesStates(t *testing.T) {
 	if !slices.Equal(first.Tokens, again.Tokens) || !slices.Equal(first.LogitsDigests, again.LogitsDigests) || len(again.LogitsDigests) == 0 {
 		t.Fatal("a run on a reused state differs from the same run on a fresh state")
 	}
+	// An F16 cache is never handed to an F32 run, nor the reverse; F32
+	// and F16 sequences running together (a lane batches both) are each
+	// bit-identical to their solo runs.
+	pl16 := map[string]any{"threads": 1, "scheduler": map[string]any{"mode": "batching", "max_batch": 3}, "kv_cache": map[string]any{"type": "F16"}}
+	run16 := func(prompt string, n int) *GenerateResult {
+		t.Helper()
+		res, err := e.Generate(ctx, GenerateRequest{Model: path, Prompt: prompt, MaxTokens: n, Plan: pl16, LogitsDigest: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	solo16 := run16("Once upon a time", 24)
+	if l := lane(); l.IdleStates != 2 {
+		t.Fatalf("after an F16 run: %d idle states, want 2 (one per cache type)", l.IdleStates)
+	}
+	if slices.Equal(solo16.LogitsDigests, first.LogitsDigests) {
+		t.Fatal("the F16 cache gave the F32 cache's logits")
+	}
+	var mixed [2]*GenerateResult
+	var mw sync.WaitGroup
+	mw.Add(2)
+	go func() { defer mw.Done(); mixed[0] = run("Once upon a time", 24) }()
+	go func() { defer mw.Done(); mixed[1] = run16("Once upon a time", 24) }()
+	mw.Wait()
+	if mixed[0] == nil || mixed[1] == nil || !slices.Equal(mixed[0].LogitsDigests, first.LogitsDigests) || !slices.Equal(mixed[1].LogitsDigests, solo16.LogitsDigests) {
+		t.Fatal("F32 and F16 sequences run together differ from their solo runs")
+	}
+	if l := lane(); l.IdleStates != 2 {
+		t.Fatalf("after mixed runs: %d idle states, want 2", l.IdleStates)
+	}
+
 	before := lane().IdleKVBytes
 	run("Once upon a time", 200) // longer than the idle state: a new one
-	if l := lane(); l.IdleStates != 2 || l.IdleKVBytes <= before {
-		t.Fatalf("after a longer run: %d idle states, %d bytes (before %d); want 2 and more bytes", l.IdleStates, l.IdleKVBytes, before)
+	if l := lane(); l.IdleStates != 3 || l.IdleKVBytes <= before {
+		t.Fatalf("after a longer run: %d idle states, %d bytes (before %d); want 3 and more bytes", l.IdleStates, l.IdleKVBytes, before)
 	}
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {

@@ -236,7 +236,7 @@ const (
 	DefaultMaxWaitMS   = 0
 	DefaultBatchSimple = 1
 	DefaultBatchBatch  = 8
-	DefaultKVType      = "F32"
+	DefaultKVType      = KVF32
 )
 
 // withDefaults returns a copy of p with every field set.

@@ -71,8 +71,8 @@ func TestValidateRejects(t *testing.T) {
 		{`{"sampling": {"seed": 18446744073709551616}}`, []plan.FieldError{{"/sampling/seed", "got number 18446744073709551616, want an integer from 0 to 2^64-1 (no fraction or exponent)"}}},
 		{`{"threads": 2.0}`, []plan.FieldError{{"/threads", "got number 2.0, want a 64-bit integer (no fraction or exponent)"}}},
 		{`{"limits": {"max_context": 100, "max_tokens": 200}}`, []plan.FieldError{{"/limits/max_tokens", "max_tokens 200 exceeds max_context 100"}}},
-		{`{"limits": {"enforcement": "maybe"}, "kv_cache": {"type": "F16"}}`, []plan.FieldError{
-			{"/kv_cache/type", "value must be 'F32'"},
+		{`{"limits": {"enforcement": "maybe"}, "kv_cache": {"type": "Q8_0"}}`, []plan.FieldError{
+			{"/kv_cache/type", "value must be one of 'F32', 'F16'"},
 			{"/limits/enforcement", "value must be one of 'strict', 'best_effort'"},
 		}},
 		{`{"scheduler": null}`, []plan.FieldError{{"/scheduler", "got null, want object"}}},

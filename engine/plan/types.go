@@ -115,10 +115,16 @@ type Sampling struct {
 	Seed *uint64 `json:"seed,omitzero" jsonschema:"minimum=0"`
 }
 
+// The KV cache element types (kv_cache.type).
+const (
+	KVF32 = "F32"
+	KVF16 = "F16"
+)
+
 // KVCache configures the attention key/value cache.
 type KVCache struct {
-	// Element type of cached keys and values. Absent: F32.
-	Type *string `json:"type,omitzero" jsonschema:"enum=F32"`
+	// Element type of cached keys and values: F32, or F16 (half the memory and the attention's cache reads; keys and values rounded to binary16 as they are stored, as llama.cpp's default cache does). Absent: F32.
+	Type *string `json:"type,omitzero" jsonschema:"enum=F32,enum=F16"`
 }
 
 // Ptr returns a pointer to v: Plan{Threads: plan.Ptr(4)}.

@@ -51,28 +51,33 @@ func genDigests(t *testing.T, c *client.Client, model, prompt string, plan any, 
 // repeated, on 1 and 2 threads, and decoded alone or in one batch with 7
 // other, different requests; for F32, Q8_0, Q6_K and Q4_K_M files and for
 // F32 quantized to Q4_K_M at load (which computes exactly what
-// llama-quantize's Q4_K_M file does).
+// llama-quantize's Q4_K_M file does); with an F32 and an F16 KV cache.
 func TestDeterminismByDigest(t *testing.T) {
 	r := start(t, daemon.Config{}, engine.Options{})
 	c := dial(t, r.srv.Path)
 	n, reps := 16, 3
-	cases := []struct{ file, quant string }{
-		{"stories260K.gguf", ""},
-		{"stories260K-Q8_0.gguf", ""},
-		{"synth-256-Q6_K.gguf", ""},
-		{"synth-256-Q4_K_M.gguf", ""},
-		{"synth-256-F32.gguf", ""},
-		{"synth-256-F32.gguf", "Q4_K_M"},
+	type tcase struct{ file, quant, kv string }
+	cases := []tcase{
+		{"stories260K.gguf", "", ""},
+		{"stories260K-Q8_0.gguf", "", ""},
+		{"synth-256-Q6_K.gguf", "", ""},
+		{"synth-256-Q4_K_M.gguf", "", ""},
+		{"synth-256-Q4_K_M.gguf", "", "F16"},
+		{"synth-256-F32.gguf", "", ""},
+		{"synth-256-F32.gguf", "Q4_K_M", ""},
 	}
 	if raceEnabled || testing.Short() {
 		n, reps = 6, 1
-		cases = []struct{ file, quant string }{{"stories260K.gguf", ""}, {"synth-256-Q4_K_M.gguf", ""}}
+		cases = []tcase{{"stories260K.gguf", "", ""}, {"synth-256-Q4_K_M.gguf", "", ""}, {"synth-256-Q4_K_M.gguf", "", "F16"}}
 	}
 	digests := map[string][]string{}
 	for _, tc := range cases {
 		name := tc.file
 		if tc.quant != "" {
 			name += "@" + tc.quant
+		}
+		if tc.kv != "" {
+			name += "+kv" + tc.kv
 		}
 		t.Run(name, func(t *testing.T) {
 			var loadPlan any
@@ -81,6 +86,10 @@ func TestDeterminismByDigest(t *testing.T) {
 			}
 			model := load(t, c, tc.file, loadPlan)
 			p1, p2 := batchingPlan(1, tc.quant), batchingPlan(2, tc.quant)
+			if tc.kv != "" {
+				p1["kv_cache"] = map[string]any{"type": tc.kv}
+				p2["kv_cache"] = map[string]any{"type": tc.kv}
+			}
 
 			alone := genDigests(t, c, model, targetPrompt, p1, n)
 			for i := 0; i < reps; i++ {
@@ -138,6 +147,11 @@ func TestDeterminismByDigest(t *testing.T) {
 				t.Fatal("another member of the batch differs from its solo run")
 			}
 			digests[name] = alone.LogitsDigests
+			if d, ok := digests[tc.file]; ok && tc.kv == "F16" {
+				if slices.Equal(d, alone.LogitsDigests) {
+					t.Error("the F16 KV cache gives the F32 cache's logits")
+				}
+			}
 			if d, ok := digests["synth-256-Q4_K_M.gguf"]; ok && tc.quant == "Q4_K_M" && !slices.Equal(d, alone.LogitsDigests) {
 				t.Error("synth-256-F32 quantized to Q4_K_M at load differs from llama-quantize's synth-256-Q4_K_M.gguf")
 			}
