@@ -134,4 +134,37 @@ func BenchmarkAttn(b *testing.B) {
 			be.AttnValues(out, dst, stride, nq, v, hd, hd, n)
 		}
 	})
+	// A long context from memory: a TinyLlama-1.1B layer's group (8 query
+	// heads per KV head) over 2048 positions, caches of 32 such KV heads
+	// cycled so that each call reads its cache from beyond L2.
+	const lhd, lnq, ln, heads = 64, 8, 2048, 32
+	lq := gaussRow(r, lnq*lhd, 1)
+	ldst := make([]float32, lnq*ln)
+	lout := make([]float32, lnq*lhd)
+	k32 := make([][]float32, heads)
+	v32 := make([][]float32, heads)
+	k16 := make([][]uint16, heads)
+	v16 := make([][]uint16, heads)
+	for i := range heads {
+		k32[i], v32[i] = gaussRow(r, lhd*ln, 1), gaussRow(r, ln*lhd, 1)
+		k16[i], v16[i] = toF16(k32[i]), toF16(v32[i])
+	}
+	b.Run("long/F32", func(b *testing.B) {
+		b.SetBytes(int64(2 * 4 * lhd * ln))
+		i := 0
+		for b.Loop() {
+			be.AttnScores(ldst, ln, lq, lnq, lhd, k32[i%heads], ln, ln)
+			be.AttnValues(lout, ldst, ln, lnq, v32[i%heads], lhd, lhd, ln)
+			i++
+		}
+	})
+	b.Run("long/F16", func(b *testing.B) {
+		b.SetBytes(int64(2 * 2 * lhd * ln))
+		i := 0
+		for b.Loop() {
+			be.AttnScoresF16(ldst, ln, lq, lnq, lhd, k16[i%heads], ln, ln)
+			be.AttnValuesF16(lout, ldst, ln, lnq, v16[i%heads], lhd, lhd, ln)
+			i++
+		}
+	})
 }

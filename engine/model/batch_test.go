@@ -252,38 +252,45 @@ func TestForwardOnFewerThreads(t *testing.T) {
 }
 
 // BenchmarkForwardBatch: decode steps of 1 and 8 sequences on synth-256
-// Q4_K_M; tok/s counts every sequence's token.
+// Q4_K_M, with an F32 KV cache and (kvF16) an F16 one; tok/s counts every
+// sequence's token.
 func BenchmarkForwardBatch(b *testing.B) {
 	for _, threads := range []int{1, 2} {
 		for _, n := range []int{1, 8} {
-			b.Run(fmt.Sprintf("synth-256-Q4_K_M/t%d/seqs%d", threads, n), func(b *testing.B) {
-				m := hereModel(b, "synth-256-Q4_K_M.gguf", threads)
-				defer m.pool.Close()
-				V := m.Config.Vocab
-				states := make([]*State, n)
-				toks := make([]int32, n)
-				for i := range states {
-					states[i] = m.NewStateBatch(128, 8)
-					if err := m.Forward(states[i], []int32{1, int32(10 + i), 30}, make([]float32, V), false); err != nil {
-						b.Fatal(err)
-					}
-					toks[i] = int32(40 + i)
+			for _, kv := range []kernels.Type{kernels.F32, kernels.F16} {
+				name := fmt.Sprintf("synth-256-Q4_K_M/t%d/seqs%d", threads, n)
+				if kv == kernels.F16 {
+					name += "/kvF16"
 				}
-				bt := m.NewBatch(n)
-				logits := make([]float32, n*V)
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if states[0].Pos >= 100 {
-						for _, s := range states {
-							s.Truncate(3)
+				b.Run(name, func(b *testing.B) {
+					m := hereModel(b, "synth-256-Q4_K_M.gguf", threads)
+					defer m.pool.Close()
+					V := m.Config.Vocab
+					states := make([]*State, n)
+					toks := make([]int32, n)
+					for i := range states {
+						states[i] = m.NewStateKV(128, 8, kv)
+						if err := m.Forward(states[i], []int32{1, int32(10 + i), 30}, make([]float32, V), false); err != nil {
+							b.Fatal(err)
+						}
+						toks[i] = int32(40 + i)
+					}
+					bt := m.NewBatch(n)
+					logits := make([]float32, n*V)
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if states[0].Pos >= 100 {
+							for _, s := range states {
+								s.Truncate(3)
+							}
+						}
+						if err := bt.Forward(nil, states, toks, logits); err != nil {
+							b.Fatal(err)
 						}
 					}
-					if err := bt.Forward(nil, states, toks, logits); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
-			})
+					b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "tok/s")
+				})
+			}
 		}
 	}
 }

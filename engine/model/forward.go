@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/weos/llm-engine/kernels"
 )
@@ -34,6 +35,7 @@ type State struct {
 	kvType     kernels.Type
 	kc, vc     []float32
 	kc16, vc16 []uint16
+	toF16      kernels.QuantizeFunc // the backend's float32 → binary16 row conversion
 
 	rope []float32 // [ctx][RopeDim] cos/sin pairs, the model's (read-only)
 
@@ -74,6 +76,11 @@ func (m *Model) NewStateKV(ctxLen, maxBatch int, kv kernels.Type) *State {
 	case kernels.F16:
 		s.kc16 = make([]uint16, c.Layers*KV*s.ctxPad)
 		s.vc16 = make([]uint16, c.Layers*ctxLen*KV)
+		if t, conv, err := m.backend.Activation(kernels.F16); err == nil && t == kernels.F16 && conv != nil {
+			s.toF16 = conv // AVX2's VCVTPS2PH where the backend has it
+		} else {
+			s.toF16 = func(dst []byte, src []float32) { _ = kernels.QuantizeRow(kernels.F16, dst, src) }
+		}
 	default:
 		panic(fmt.Sprintf("model: KV cache of type %s", kv))
 	}
@@ -172,13 +179,19 @@ func (m *Model) forward(p *kernels.Pool, s *State, tokens []int32, logits []floa
 func (s *State) storeKV(l, pos int, k, v []float32) {
 	KV := len(k)
 	if s.kvType == kernels.F16 {
+		// Each element is kernels.FP32ToFP16 of its float (round to
+		// nearest even), through the backend's row conversion; keys via
+		// a buffer on the stack (tokens of one sequence store in
+		// parallel), then scattered into the transposed cache.
+		s.toF16(u16Bytes(s.vc16[(l*s.ctx+pos)*KV:(l*s.ctx+pos+1)*KV]), v)
 		kc := s.kc16[l*KV*s.ctxPad : (l+1)*KV*s.ctxPad]
-		for d, val := range k {
-			kc[d*s.ctxPad+pos] = kernels.FP32ToFP16(val)
-		}
-		vc := s.vc16[(l*s.ctx+pos)*KV : (l*s.ctx+pos+1)*KV]
-		for d, val := range v {
-			vc[d] = kernels.FP32ToFP16(val)
+		var buf [256]uint16
+		for d0 := 0; d0 < KV; d0 += len(buf) {
+			part := buf[:min(len(buf), KV-d0)]
+			s.toF16(u16Bytes(part), k[d0:d0+len(part)])
+			for i, h := range part {
+				kc[(d0+i)*s.ctxPad+pos] = h
+			}
 		}
 		return
 	}
@@ -187,4 +200,13 @@ func (s *State) storeKV(l, pos int, k, v []float32) {
 		kc[d*s.ctxPad+pos] = val
 	}
 	copy(s.vc[(l*s.ctx+pos)*KV:(l*s.ctx+pos+1)*KV], v)
+}
+
+// u16Bytes views binary16 elements as their little-endian bytes (the
+// kernels' F16 row layout; amd64 and the other little-endian targets).
+func u16Bytes(x []uint16) []byte {
+	if len(x) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 2*len(x))
 }
