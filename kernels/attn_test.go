@@ -16,7 +16,7 @@ func TestAttnKernels(t *testing.T) {
 		backends = append(backends, be)
 	}
 	for _, hd := range []int{8, 16, 64, 72, 80, 128, 12} {
-		for _, nq := range []int{1, 2, 3, 4, 5, 8} {
+		for _, nq := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9} {
 			for _, n := range []int{1, 5, 8, 31, 32, 33, 100, 257} {
 				stride := (n+31)&^31 + 8*r.IntN(2)
 				q := gaussRow(r, nq*hd, 1)

@@ -211,6 +211,9 @@ var avx2Attn = ifAVX2(attnFuncs{
 		checkAttnScores(dst, dstStride, q, nq, hd, kT, kStride, n)
 		n8 := (n + 7) / 8
 		g := 0
+		for ; g+4 <= nq; g += 4 { // four heads share each key load
+			attnScores4AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
+		}
 		for ; g+2 <= nq; g += 2 { // head pairs share each key load
 			attnScores2AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
 		}
@@ -225,6 +228,9 @@ var avx2Attn = ifAVX2(attnFuncs{
 			return
 		}
 		g := 0
+		for ; g+4 <= nq; g += 4 { // four heads share each value load
+			attnValues4AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
+		}
 		for ; g+2 <= nq; g += 2 { // head pairs share each value load
 			attnValues2AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
 		}
@@ -236,6 +242,9 @@ var avx2Attn = ifAVX2(attnFuncs{
 		checkAttnScoresN(dst, dstStride, q, nq, hd, len(kT), kStride, n)
 		n8 := (n + 7) / 8
 		g := 0
+		for ; g+4 <= nq; g += 4 {
+			attnScores4F16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
+		}
 		for ; g+2 <= nq; g += 2 {
 			attnScores2F16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
 		}
@@ -250,6 +259,9 @@ var avx2Attn = ifAVX2(attnFuncs{
 			return
 		}
 		g := 0
+		for ; g+4 <= nq; g += 4 {
+			attnValues4F16AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
+		}
 		for ; g+2 <= nq; g += 2 {
 			attnValues2F16AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
 		}

@@ -166,6 +166,14 @@ func attnScores2AVX2(dst *float32, dstStride int, q *float32, hd int, kT *float3
 // elements; hd8, n > 0).
 func attnValues2AVX2(out *float32, prob *float32, pStride int, v *float32, vStride int, hd8 int, n int)
 
+// attnScores4AVX2 is kernels.AttnScores for nq = 4 over n8 > 0 blocks of eight positions
+// (strides in elements; hd > 0).
+func attnScores4AVX2(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride int, n8 int)
+
+// attnValues4AVX2 is kernels.AttnValues for nq = 4 and hd = 8*hd8 (strides in
+// elements; hd8, n > 0).
+func attnValues4AVX2(out *float32, prob *float32, pStride int, v *float32, vStride int, hd8 int, n int)
+
 // attnScoresF16AVX2 is kernels.AttnScoresF16 over n8 > 0 blocks of eight positions (strides in
 // elements; nq, hd > 0).
 func attnScoresF16AVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT *uint16, kStride int, n8 int)
@@ -180,6 +188,14 @@ func attnScores2F16AVX2(dst *float32, dstStride int, q *float32, hd int, kT *uin
 // attnValues2F16AVX2 is kernels.AttnValuesF16 for nq = 2 and hd = 8*hd8 (strides in
 // elements; hd8, n > 0).
 func attnValues2F16AVX2(out *float32, prob *float32, pStride int, v *uint16, vStride int, hd8 int, n int)
+
+// attnScores4F16AVX2 is kernels.AttnScoresF16 for nq = 4 over n8 > 0 blocks of eight positions
+// (strides in elements; hd > 0).
+func attnScores4F16AVX2(dst *float32, dstStride int, q *float32, hd int, kT *uint16, kStride int, n8 int)
+
+// attnValues4F16AVX2 is kernels.AttnValuesF16 for nq = 4 and hd = 8*hd8 (strides in
+// elements; hd8, n > 0).
+func attnValues4F16AVX2(out *float32, prob *float32, pStride int, v *uint16, vStride int, hd8 int, n int)
 
 // cpuPause executes n > 0 PAUSE instructions.
 func cpuPause(n int)

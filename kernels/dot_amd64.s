@@ -12272,6 +12272,230 @@ attnValues2AVX2_next:
 	VZEROUPPER
 	RET
 
+// func attnScores4AVX2(dst *float32, dstStride int, q *float32, hd int, kT *float32, kStride int, n8 int)
+// Requires: AVX, FMA3
+TEXT ·attnScores4AVX2(SB), NOSPLIT, $0-56
+	MOVQ kStride+40(FP), AX
+	SHLQ $0x02, AX
+	XORQ CX, CX
+	MOVQ n8+48(FP), DX
+
+attnScores4AVX2_blk:
+	CMPQ   DX, $0x02
+	JB     attnScores4AVX2_one
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	ADDQ   CX, DI
+	MOVQ   hd+24(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	LEAQ   (SI)(SI*2), R9
+
+attnScores4AVX2_w2_step:
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VBROADCASTSS (BX)(SI*2), Y10
+	VBROADCASTSS (BX)(R9*1), Y11
+	VMOVUPS      (DI), Y12
+	VFMADD231PS  Y12, Y8, Y0
+	VFMADD231PS  Y12, Y9, Y2
+	VFMADD231PS  Y12, Y10, Y4
+	VFMADD231PS  Y12, Y11, Y6
+	VMOVUPS      32(DI), Y12
+	VFMADD231PS  Y12, Y8, Y1
+	VFMADD231PS  Y12, Y9, Y3
+	VFMADD231PS  Y12, Y10, Y5
+	VFMADD231PS  Y12, Y11, Y7
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnScores4AVX2_w2_step
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	VMOVUPS      Y3, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y6, (BX)
+	VMOVUPS      Y7, 32(BX)
+	ADDQ         $0x40, CX
+	SUBQ         $0x02, DX
+	JMP          attnScores4AVX2_next
+
+attnScores4AVX2_one:
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	ADDQ   CX, DI
+	MOVQ   hd+24(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	LEAQ   (SI)(SI*2), R9
+
+attnScores4AVX2_w1_step:
+	VBROADCASTSS (BX), Y4
+	VBROADCASTSS (BX)(SI*1), Y5
+	VBROADCASTSS (BX)(SI*2), Y6
+	VBROADCASTSS (BX)(R9*1), Y7
+	VMOVUPS      (DI), Y8
+	VFMADD231PS  Y8, Y4, Y0
+	VFMADD231PS  Y8, Y5, Y1
+	VFMADD231PS  Y8, Y6, Y2
+	VFMADD231PS  Y8, Y7, Y3
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnScores4AVX2_w1_step
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y3, (BX)
+	ADDQ         $0x20, CX
+	DECQ         DX
+
+attnScores4AVX2_next:
+	TESTQ DX, DX
+	JNZ   attnScores4AVX2_blk
+	VZEROUPPER
+	RET
+
+// func attnValues4AVX2(out *float32, prob *float32, pStride int, v *float32, vStride int, hd8 int, n int)
+// Requires: AVX, FMA3
+TEXT ·attnValues4AVX2(SB), NOSPLIT, $0-56
+	MOVQ vStride+32(FP), AX
+	SHLQ $0x02, AX
+	XORQ CX, CX
+	MOVQ hd8+40(FP), DX
+
+attnValues4AVX2_blk:
+	CMPQ   DX, $0x02
+	JB     attnValues4AVX2_one
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	ADDQ   CX, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	LEAQ   (SI)(SI*2), R9
+
+attnValues4AVX2_w2_step:
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VBROADCASTSS (BX)(SI*2), Y10
+	VBROADCASTSS (BX)(R9*1), Y11
+	VMOVUPS      (DI), Y12
+	VFMADD231PS  Y12, Y8, Y0
+	VFMADD231PS  Y12, Y9, Y2
+	VFMADD231PS  Y12, Y10, Y4
+	VFMADD231PS  Y12, Y11, Y6
+	VMOVUPS      32(DI), Y12
+	VFMADD231PS  Y12, Y8, Y1
+	VFMADD231PS  Y12, Y9, Y3
+	VFMADD231PS  Y12, Y10, Y5
+	VFMADD231PS  Y12, Y11, Y7
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues4AVX2_w2_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	VMOVUPS      Y3, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y6, (BX)
+	VMOVUPS      Y7, 32(BX)
+	ADDQ         $0x40, CX
+	SUBQ         $0x02, DX
+	JMP          attnValues4AVX2_next
+
+attnValues4AVX2_one:
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	ADDQ   CX, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	LEAQ   (SI)(SI*2), R9
+
+attnValues4AVX2_w1_step:
+	VBROADCASTSS (BX), Y4
+	VBROADCASTSS (BX)(SI*1), Y5
+	VBROADCASTSS (BX)(SI*2), Y6
+	VBROADCASTSS (BX)(R9*1), Y7
+	VMOVUPS      (DI), Y8
+	VFMADD231PS  Y8, Y4, Y0
+	VFMADD231PS  Y8, Y5, Y1
+	VFMADD231PS  Y8, Y6, Y2
+	VFMADD231PS  Y8, Y7, Y3
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues4AVX2_w1_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y3, (BX)
+	ADDQ         $0x20, CX
+	DECQ         DX
+
+attnValues4AVX2_next:
+	TESTQ DX, DX
+	JNZ   attnValues4AVX2_blk
+	VZEROUPPER
+	RET
+
 // func attnScoresF16AVX2(dst *float32, dstStride int, q *float32, nq int, hd int, kT *uint16, kStride int, n8 int)
 // Requires: AVX, F16C, FMA3
 TEXT ·attnScoresF16AVX2(SB), NOSPLIT, $0-64
@@ -12638,6 +12862,238 @@ attnValues2F16AVX2_w1_step:
 attnValues2F16AVX2_next:
 	TESTQ DX, DX
 	JNZ   attnValues2F16AVX2_blk
+	VZEROUPPER
+	RET
+
+// func attnScores4F16AVX2(dst *float32, dstStride int, q *float32, hd int, kT *uint16, kStride int, n8 int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnScores4F16AVX2(SB), NOSPLIT, $0-56
+	MOVQ kStride+40(FP), AX
+	SHLQ $0x01, AX
+	XORQ CX, CX
+	MOVQ n8+48(FP), DX
+
+attnScores4F16AVX2_blk:
+	CMPQ   DX, $0x02
+	JB     attnScores4F16AVX2_one
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   hd+24(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	LEAQ   (SI)(SI*2), R9
+
+attnScores4F16AVX2_w2_step:
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VBROADCASTSS (BX)(SI*2), Y10
+	VBROADCASTSS (BX)(R9*1), Y11
+	VCVTPH2PS    (DI), Y12
+	VFMADD231PS  Y12, Y8, Y0
+	VFMADD231PS  Y12, Y9, Y2
+	VFMADD231PS  Y12, Y10, Y4
+	VFMADD231PS  Y12, Y11, Y6
+	VCVTPH2PS    16(DI), Y12
+	VFMADD231PS  Y12, Y8, Y1
+	VFMADD231PS  Y12, Y9, Y3
+	VFMADD231PS  Y12, Y10, Y5
+	VFMADD231PS  Y12, Y11, Y7
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnScores4F16AVX2_w2_step
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	VMOVUPS      Y3, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y6, (BX)
+	VMOVUPS      Y7, 32(BX)
+	ADDQ         $0x40, CX
+	SUBQ         $0x02, DX
+	JMP          attnScores4F16AVX2_next
+
+attnScores4F16AVX2_one:
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   hd+24(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	LEAQ   (SI)(SI*2), R9
+
+attnScores4F16AVX2_w1_step:
+	VBROADCASTSS (BX), Y4
+	VBROADCASTSS (BX)(SI*1), Y5
+	VBROADCASTSS (BX)(SI*2), Y6
+	VBROADCASTSS (BX)(R9*1), Y7
+	VCVTPH2PS    (DI), Y8
+	VFMADD231PS  Y8, Y4, Y0
+	VFMADD231PS  Y8, Y5, Y1
+	VFMADD231PS  Y8, Y6, Y2
+	VFMADD231PS  Y8, Y7, Y3
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnScores4F16AVX2_w1_step
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y3, (BX)
+	ADDQ         $0x20, CX
+	DECQ         DX
+
+attnScores4F16AVX2_next:
+	TESTQ DX, DX
+	JNZ   attnScores4F16AVX2_blk
+	VZEROUPPER
+	RET
+
+// func attnValues4F16AVX2(out *float32, prob *float32, pStride int, v *uint16, vStride int, hd8 int, n int)
+// Requires: AVX, F16C, FMA3
+TEXT ·attnValues4F16AVX2(SB), NOSPLIT, $0-56
+	MOVQ vStride+32(FP), AX
+	SHLQ $0x01, AX
+	XORQ CX, CX
+	MOVQ hd8+40(FP), DX
+
+attnValues4F16AVX2_blk:
+	CMPQ   DX, $0x02
+	JB     attnValues4F16AVX2_one
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	LEAQ   (SI)(SI*2), R9
+
+attnValues4F16AVX2_w2_step:
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VBROADCASTSS (BX)(SI*2), Y10
+	VBROADCASTSS (BX)(R9*1), Y11
+	VCVTPH2PS    (DI), Y12
+	VFMADD231PS  Y12, Y8, Y0
+	VFMADD231PS  Y12, Y9, Y2
+	VFMADD231PS  Y12, Y10, Y4
+	VFMADD231PS  Y12, Y11, Y6
+	VCVTPH2PS    16(DI), Y12
+	VFMADD231PS  Y12, Y8, Y1
+	VFMADD231PS  Y12, Y9, Y3
+	VFMADD231PS  Y12, Y10, Y5
+	VFMADD231PS  Y12, Y11, Y7
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues4F16AVX2_w2_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	VMOVUPS      Y3, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y6, (BX)
+	VMOVUPS      Y7, 32(BX)
+	ADDQ         $0x40, CX
+	SUBQ         $0x02, DX
+	JMP          attnValues4F16AVX2_next
+
+attnValues4F16AVX2_one:
+	MOVQ   prob+8(FP), BX
+	MOVQ   pStride+16(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   v+24(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   n+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	LEAQ   (SI)(SI*2), R9
+
+attnValues4F16AVX2_w1_step:
+	VBROADCASTSS (BX), Y4
+	VBROADCASTSS (BX)(SI*1), Y5
+	VBROADCASTSS (BX)(SI*2), Y6
+	VBROADCASTSS (BX)(R9*1), Y7
+	VCVTPH2PS    (DI), Y8
+	VFMADD231PS  Y8, Y4, Y0
+	VFMADD231PS  Y8, Y5, Y1
+	VFMADD231PS  Y8, Y6, Y2
+	VFMADD231PS  Y8, Y7, Y3
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
+	JNZ          attnValues4F16AVX2_w1_step
+	MOVQ         out+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         hd8+40(FP), SI
+	SHLQ         $0x05, SI
+	VMOVUPS      Y0, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y2, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y3, (BX)
+	ADDQ         $0x20, CX
+	DECQ         DX
+
+attnValues4F16AVX2_next:
+	TESTQ DX, DX
+	JNZ   attnValues4F16AVX2_blk
 	VZEROUPPER
 	RET
 

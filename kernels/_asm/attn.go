@@ -205,6 +205,8 @@ func genAttn() {
 		genAttnValues(e)
 		genAttnScores2(e)
 		genAttnValues2(e)
+		genAttnScores4(e)
+		genAttnValues4(e)
 	}
 }
 
@@ -315,4 +317,133 @@ func attnValues2Body(e attnElem, lbl string, w int, o, vs Register) {
 		VMOVUPS(acc0[i], Mem{Base: op, Disp: 32 * i})
 		VMOVUPS(acc1[i], Mem{Base: op, Index: hb, Scale: 1, Disp: 32 * i})
 	}
+}
+
+// Four query heads at once (GQA groups of 4 or more, as TinyLlama's 8 or
+// Llama 3's 4): each key or value vector is loaded once for four heads,
+// halving again the cache reads of a long context. Two vectors of eight
+// per head at a time (16 registers: 8 accumulators, 4 broadcasts, a load).
+// Every output element's chain is the same as in the one-head kernels.
+
+// blockLoop2 is blockLoop two blocks at a time, then one.
+func blockLoop2(name string, cnt Register, body func(lbl string, w int)) {
+	Label(name + "_blk")
+	CMPQ(cnt, U8(2))
+	JB(LabelRef(name + "_one"))
+	body(name+"_w2", 2)
+	SUBQ(U8(2), cnt)
+	JMP(LabelRef(name + "_next"))
+	Label(name + "_one")
+	body(name+"_w1", 1)
+	DECQ(cnt)
+	Label(name + "_next")
+	TESTQ(cnt, cnt)
+	JNZ(LabelRef(name + "_blk"))
+}
+
+// quadChains is pairChains for four heads: head h's float at bp + h*bOff.
+func quadChains(e attnElem, lbl string, w int, bp, bOff, vp, vStride, cnt Register) [4][]VecVirtual {
+	var acc [4][]VecVirtual
+	for h := range acc {
+		acc[h] = make([]VecVirtual, w)
+		for i := 0; i < w; i++ {
+			acc[h][i] = YMM()
+			VXORPS(acc[h][i], acc[h][i], acc[h][i])
+		}
+	}
+	b3 := GP64()
+	LEAQ(Mem{Base: bOff, Index: bOff, Scale: 2}, b3)
+	Label(lbl + "_step")
+	var bc [4]VecVirtual
+	for h := range bc {
+		bc[h] = YMM()
+	}
+	VBROADCASTSS(Mem{Base: bp}, bc[0])
+	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 1}, bc[1])
+	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 2}, bc[2])
+	VBROADCASTSS(Mem{Base: bp, Index: b3, Scale: 1}, bc[3])
+	for i := 0; i < w; i++ {
+		t := YMM()
+		e.load(Mem{Base: vp, Disp: 8 * e.size * i}, t)
+		for h := range bc {
+			VFMADD231PS(t, bc[h], acc[h][i])
+		}
+	}
+	ADDQ(U8(4), bp)
+	ADDQ(vStride, vp)
+	DECQ(cnt)
+	JNZ(LabelRef(lbl + "_step"))
+	return acc
+}
+
+func genAttnScores4(e attnElem) {
+	name := "attnScores4" + e.suffix + "AVX2"
+	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, hd int, kT *"+e.goType()+", kStride, n8 int)")
+	Doc(name+" is kernels.AttnScores"+e.suffix+" for nq = 4 over n8 > 0 blocks of eight positions",
+		"(strides in elements; hd > 0).")
+	ks := Load(Param("kStride"), GP64())
+	e.strideBytes(ks)
+	p := GP64()
+	XORQ(p, p)
+	nb := Load(Param("n8"), GP64())
+	blockLoop2(name, nb, func(lbl string, w int) {
+		qp := Load(Param("q"), GP64())
+		hb := Load(Param("hd"), GP64())
+		SHLQ(U8(2), hb) // head h's query at q + h*hd floats
+		kp := Load(Param("kT"), GP64())
+		e.addOffset(p, kp)
+		d := Load(Param("hd"), GP64())
+		acc := quadChains(e, lbl, w, qp, hb, kp, ks, d)
+		dp := Load(Param("dst"), GP64())
+		ADDQ(p, dp)
+		ds := Load(Param("dstStride"), GP64())
+		SHLQ(U8(2), ds)
+		for h := range acc {
+			for i := 0; i < w; i++ {
+				VMOVUPS(acc[h][i], Mem{Base: dp, Disp: 32 * i})
+			}
+			if h < 3 {
+				ADDQ(ds, dp)
+			}
+		}
+		ADDQ(U8(32*w), p)
+	})
+	VZEROUPPER()
+	RET()
+}
+
+func genAttnValues4(e attnElem) {
+	name := "attnValues4" + e.suffix + "AVX2"
+	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride int, v *"+e.goType()+", vStride, hd8, n int)")
+	Doc(name+" is kernels.AttnValues"+e.suffix+" for nq = 4 and hd = 8*hd8 (strides in",
+		"elements; hd8, n > 0).")
+	vs := Load(Param("vStride"), GP64())
+	e.strideBytes(vs)
+	o := GP64()
+	XORQ(o, o)
+	nd := Load(Param("hd8"), GP64())
+	blockLoop2(name, nd, func(lbl string, w int) {
+		pp := Load(Param("prob"), GP64())
+		ps := Load(Param("pStride"), GP64())
+		SHLQ(U8(2), ps) // head h's probabilities at prob + h*pStride
+		vp := Load(Param("v"), GP64())
+		e.addOffset(o, vp)
+		cnt := Load(Param("n"), GP64())
+		acc := quadChains(e, lbl, w, pp, ps, vp, vs, cnt)
+		op := Load(Param("out"), GP64())
+		ADDQ(o, op)
+		hb := Load(Param("hd8"), GP64())
+		SHLQ(U8(5), hb) // head h's outputs at out + h*hd floats
+		for h := range acc {
+			for i := 0; i < w; i++ {
+				VMOVUPS(acc[h][i], Mem{Base: op, Disp: 32 * i})
+			}
+			if h < 3 {
+				ADDQ(hb, op)
+			}
+		}
+		ADDQ(U8(32*w), o)
+	})
+	VZEROUPPER()
+	RET()
 }
