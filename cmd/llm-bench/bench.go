@@ -39,6 +39,8 @@ type benchCmd struct {
 	Output   string   `short:"o" help:"Output format on stdout: md or json." enum:"md,json" default:"md"`
 	Backend  string   `help:"Kernel backend: cpu-avx2 or cpu-generic (default: the best this CPU runs)."`
 	Layout   string   `help:"Weight layout, a plan parameter: x8 (repacked at load) or rows (the file's layout) (default: the plan's, x8 on cpu-avx2)." enum:",x8,rows" default:""`
+	KV       string   `name:"kv" help:"KV cache element type, a plan parameter (kv_cache.type): F32 or F16." enum:"F32,F16" default:"F32"`
+	Depth    int      `short:"d" help:"Tokens already in the KV cache when each test starts (llama-bench's -d): tests named e.g. tg32@d1024; the prefill is not timed." default:"0"`
 	CacheDir string   `help:"Cache directory for synthetic models and quantized weights (default: $XDG_CACHE_HOME/llm-engine or ~/.cache/llm-engine)." type:"path"`
 	Compare  string   `help:"llama.cpp figures to compare with (../shared/BENCH-1B.json's format)." type:"path"`
 	SaveJSON string   `help:"Also write the results as JSON to this file." type:"path"`
@@ -56,6 +58,7 @@ type configResult struct {
 	Quant       string    `json:"quant"`
 	Backend     string    `json:"backend"`
 	Layout      string    `json:"weight_layout"`
+	KVType      string    `json:"kv_cache"`
 	Threads     int       `json:"threads"`
 	Params      int64     `json:"params"`
 	WeightBytes int64     `json:"weight_bytes"`
@@ -80,6 +83,7 @@ type result struct {
 	Quant       string    `json:"quant"`
 	Backend     string    `json:"backend"`
 	Layout      string    `json:"weight_layout"`
+	KVType      string    `json:"kv_cache"`
 	Threads     int       `json:"threads"`
 	Params      int64     `json:"params"`
 	WeightBytes int64     `json:"weight_bytes"`
@@ -309,6 +313,12 @@ func (c *benchCmd) spawn(q string, threads int) (*configResult, error) {
 	if c.Layout != "" {
 		args = append(args, "--layout", c.Layout)
 	}
+	if c.KV != "" {
+		args = append(args, "--kv", c.KV)
+	}
+	if c.Depth > 0 {
+		args = append(args, "-d", strconv.Itoa(c.Depth))
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = os.Stderr
@@ -342,7 +352,8 @@ func joinInts(v []int) string {
 // runChild measures one configuration, llama-bench's way: a warm-up pp and
 // tg, then for each repetition a fresh sequence; pp feeds BOS and random
 // tokens in one batch, tg decodes one token at a time from BOS. Tokens/s is
-// the test's token count over its wall time.
+// the test's token count over its wall time. With a depth, the sequence
+// holds that many tokens (prefilled once, untimed) before each test.
 func (c *benchCmd) runChild() error {
 	if len(c.Quant) != 1 || len(c.Threads) != 1 {
 		return errors.New("--child needs exactly one -q and one -t")
@@ -369,11 +380,18 @@ func (c *benchCmd) runChild() error {
 	for _, n := range c.Gen {
 		maxN = max(maxN, n)
 	}
-	ctx := max(maxP, maxN, 1)
+	ctx := c.Depth + max(maxP, maxN, 1)
 	if ctx > cfg.Ctx {
-		return fmt.Errorf("tests of %d tokens exceed the model's context of %d", ctx, cfg.Ctx)
+		return fmt.Errorf("tests of %d tokens at depth %d exceed the model's context of %d", max(maxP, maxN, 1), c.Depth, cfg.Ctx)
 	}
-	s := m.NewState(ctx)
+	kvType := kernels.F32
+	if c.KV == "F16" {
+		kvType = kernels.F16
+	}
+	if c.Depth < 0 {
+		return errors.New("--depth must be ≥ 0")
+	}
+	s := m.NewStateKV(ctx, model.DefaultMaxBatch, kvType)
 	logits := make([]float32, cfg.Vocab)
 	rng := rand.New(rand.NewPCG(1, 2))
 	toks := func(n int) []int32 {
@@ -384,16 +402,37 @@ func (c *benchCmd) runChild() error {
 		t[0] = 1 // BOS
 		return t
 	}
+	// The depth's tokens, run once; each test truncates back to them.
+	var depthToks []int32
+	if c.Depth > 0 {
+		depthToks = toks(c.Depth)
+		for o := 0; o < c.Depth; o += 512 {
+			if err := m.Forward(s, depthToks[o:min(o+512, c.Depth)], logits, false); err != nil {
+				return err
+			}
+		}
+	}
+	reset := func() {
+		if err := s.Truncate(c.Depth); err != nil {
+			panic(err)
+		}
+	}
 	pp := func(n int) (time.Duration, error) {
 		in := toks(n)
-		s.Reset()
+		if c.Depth > 0 {
+			in[0] = int32(rng.IntN(cfg.Vocab)) // no BOS mid-sequence
+		}
+		reset()
 		t0 := time.Now()
 		err := m.Forward(s, in, logits, false)
 		return time.Since(t0), err
 	}
 	tg := func(n int) (time.Duration, error) {
 		in := toks(n)
-		s.Reset()
+		if c.Depth > 0 {
+			in[0] = int32(rng.IntN(cfg.Vocab))
+		}
+		reset()
 		t0 := time.Now()
 		for i := 0; i < n; i++ {
 			if err := m.Forward(s, in[i:i+1], logits, false); err != nil {
@@ -411,7 +450,7 @@ func (c *benchCmd) runChild() error {
 	if _, err := tg(1); err != nil {
 		return err
 	}
-	cr := configResult{Model: modelName(f, c.Model), File: c.Model, Quant: q, Backend: m.Backend().Name(), Layout: m.Layout().Layout.String(), Threads: threads,
+	cr := configResult{Model: modelName(f, c.Model), File: c.Model, Quant: q, Backend: m.Backend().Name(), Layout: m.Layout().Layout.String(), KVType: kvType.String(), Threads: threads,
 		LoadMS: loadMS, CachePath: m.Quantization().CachePath}
 	qi := m.Quantization()
 	for i := range f.Tensors {
@@ -419,9 +458,12 @@ func (c *benchCmd) runChild() error {
 		cr.WeightBytes += f.Tensors[i].Size
 	}
 	cr.WeightBytes += qi.Bytes - qi.SourceBytes
-	kv := int64(cfg.Layers) * int64(cfg.KVDim()) * 4
-	cr.KVBytes = kv*int64(ctx) + kv*int64((ctx+31)&^31) // K, and V transposed with padded rows
+	kv := int64(cfg.Layers) * int64(cfg.KVDim()) * int64(kvType.TypeSize())
+	cr.KVBytes = kv*int64(ctx) + kv*int64((ctx+31)&^31) // V, and K transposed with padded rows
 	run := func(name string, n, np, ng int, f func(int) (time.Duration, error)) error {
+		if c.Depth > 0 {
+			name += fmt.Sprintf("@d%d", c.Depth)
+		}
 		tr := testRun{Test: name, NPrompt: np, NGen: ng}
 		for r := 0; r < c.Reps; r++ {
 			d, err := f(n)
@@ -481,7 +523,7 @@ func (cr *configResult) rows(cmp map[string]map[string]map[string]float64) []res
 	var out []result
 	for _, t := range cr.Tests {
 		avg, sd := meanSD(t.Samples)
-		r := result{Model: cr.Model, File: cr.File, Quant: cr.Quant, Backend: cr.Backend, Layout: cr.Layout, Threads: cr.Threads,
+		r := result{Model: cr.Model, File: cr.File, Quant: cr.Quant, Backend: cr.Backend, Layout: cr.Layout, KVType: cr.KVType, Threads: cr.Threads,
 			Params: cr.Params, WeightBytes: cr.WeightBytes, KVBytes: cr.KVBytes, Test: t.Test, NPrompt: t.NPrompt,
 			NGen: t.NGen, Samples: t.Samples, AvgTS: avg, StddevTS: sd, PeakRSS: cr.PeakRSS, LoadMS: cr.LoadMS}
 		r.RSSRatio = float64(cr.PeakRSS) / float64(cr.WeightBytes+cr.KVBytes)
@@ -555,7 +597,7 @@ func writeMarkdown(w io.Writer, rows []result, withRef bool) {
 	fmt.Fprintln(w, " ---: | ---: |")
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s | %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f |",
-			r.Model, r.Quant, float64(r.WeightBytes)/(1<<30), float64(r.Params)/1e9, r.Backend+" "+r.Layout, r.Threads, r.Test, r.AvgTS, r.StddevTS)
+			r.Model, r.Quant, float64(r.WeightBytes)/(1<<30), float64(r.Params)/1e9, backendDesc(r), r.Threads, r.Test, r.AvgTS, r.StddevTS)
 		if withRef {
 			if r.LlamaCppTS > 0 {
 				fmt.Fprintf(w, " %.2f | %.2f× |", r.LlamaCppTS, r.Ratio)
@@ -565,4 +607,14 @@ func writeMarkdown(w io.Writer, rows []result, withRef bool) {
 		}
 		fmt.Fprintf(w, " %s | %.3f |\n", mib(r.PeakRSS), r.RSSRatio)
 	}
+}
+
+// backendDesc is the backend column: backend, weight layout, and the KV
+// cache type when it is not F32.
+func backendDesc(r result) string {
+	d := r.Backend + " " + r.Layout
+	if r.KVType != "" && r.KVType != "F32" {
+		d += " kv" + r.KVType
+	}
+	return d
 }

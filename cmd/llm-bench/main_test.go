@@ -105,3 +105,47 @@ func TestVmHWM(t *testing.T) {
 		t.Errorf("VmHWM %d, %v", n, err)
 	}
 }
+
+// TestBenchDepthKV: -d runs the tests after that many tokens (named
+// pp4@d16, tg4@d16), --kv F16 halves the KV bytes reported.
+func TestBenchDepthKV(t *testing.T) {
+	dir := t.TempDir()
+	run := func(kv string, depth int) ([]result, error) {
+		t.Helper()
+		c := benchCmd{Synth: "tiny", Seed: 1, Quant: []string{"source"}, Prompt: []int{4}, Gen: []int{4}, Threads: []int{1},
+			Reps: 1, Output: "json", CacheDir: dir, Quiet: true, KV: kv, Depth: depth, SaveJSON: filepath.Join(dir, kv+".json")}
+		stdout := os.Stdout
+		os.Stdout, _ = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		err := c.Run()
+		os.Stdout = stdout
+		if err != nil {
+			return nil, err
+		}
+		b, err := os.ReadFile(c.SaveJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []result
+		if err := json.Unmarshal(b, &rows); err != nil {
+			t.Fatal(err)
+		}
+		return rows, nil
+	}
+	f32, err := run("F32", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f16, err := run("F16", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f32) != 2 || len(f16) != 2 || f16[0].Test != "pp4@d16" || f16[1].Test != "tg4@d16" || f16[0].KVType != "F16" || f32[0].KVType != "F32" {
+		t.Fatalf("rows F32 %+v, F16 %+v", f32, f16)
+	}
+	if f16[0].KVBytes*2 != f32[0].KVBytes || f16[1].AvgTS <= 0 {
+		t.Errorf("KV bytes F16 %d, F32 %d: want half", f16[0].KVBytes, f32[0].KVBytes)
+	}
+	if _, err := run("F16", 1<<20); err == nil {
+		t.Error("a depth beyond the model's context was accepted")
+	}
+}
