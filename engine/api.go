@@ -97,8 +97,11 @@ type RunMetrics struct {
 	TokensPerSecond float64 `json:"tokens_per_second"` // generated tokens / decode time
 	LatencyP50MS    float64 `json:"latency_p50_ms"`    // inter-token latency
 	LatencyP95MS    float64 `json:"latency_p95_ms"`
-	// Prompt tokens / prompt time; time queued before the run started;
-	// queued → finished.
+	// Prompt tokens whose keys and values came from a finished sequence's
+	// cache (the longest common prefix; identical results), not computed.
+	PromptCachedTokens int `json:"prompt_cached_tokens"`
+	// Prompt tokens computed / prompt time; time queued before the run
+	// started; queued → finished.
 	PromptTokensPerSecond float64 `json:"prompt_tokens_per_second"`
 	QueueMS               float64 `json:"queue_ms"`
 	TotalMS               float64 `json:"total_ms"`

@@ -68,6 +68,7 @@ type lane struct {
 type idleStates struct {
 	mu    sync.Mutex
 	s     []*model.State
+	toks  [][]int32   // the tokens each of s caches (positions 0..Pos-1), nil if unknown
 	since []time.Time // when each of s was put back
 	max   int
 	bytes int64
@@ -81,6 +82,7 @@ const idleStateTTL = 30 * time.Second
 func (p *idleStates) drop(i int) {
 	p.bytes -= p.s[i].KVBytes()
 	p.s = slices.Delete(p.s, i, i+1)
+	p.toks = slices.Delete(p.toks, i, i+1)
 	p.since = slices.Delete(p.since, i, i+1)
 }
 
@@ -128,33 +130,59 @@ func (p *idleStates) close() {
 	}
 }
 
-// get returns the smallest idle state with a cache of type kv that holds
-// ctxLen tokens, emptied, or nil.
-func (p *idleStates) get(ctxLen int, kv kernels.Type) *model.State {
+// get returns an idle state with a cache of type kv that holds ctxLen
+// tokens, or nil: the one caching the longest prefix of prompt (then the
+// smallest), truncated to that prefix, and how many of prompt's tokens it
+// holds (at most len(prompt)-1: the last prompt token must run for its
+// logits). A sequence that continues from cached positions computes
+// exactly what it would from scratch, as a prompt cut across forward
+// passes does (model.TestStepMixedSpans): prefix reuse changes no logit,
+// only the prompt's time (TestPrefixReuse).
+func (p *idleStates) get(ctxLen int, kv kernels.Type, prompt []int32) (*model.State, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	best := -1
+	best, bestN := -1, 0
 	for i, s := range p.s {
-		if s.KVType() == kv && s.Ctx() >= ctxLen && (best < 0 || s.Ctx() < p.s[best].Ctx()) {
-			best = i
+		if s.KVType() != kv || s.Ctx() < ctxLen {
+			continue
+		}
+		n := min(commonPrefix(p.toks[i], prompt), len(prompt)-1)
+		if best < 0 || n > bestN || n == bestN && s.Ctx() < p.s[best].Ctx() {
+			best, bestN = i, n
 		}
 	}
 	if best < 0 {
-		return nil
+		return nil, 0
 	}
 	s := p.s[best]
 	p.drop(best)
-	s.Reset()
-	return s
+	if err := s.Truncate(bestN); err != nil {
+		s.Reset()
+		bestN = 0
+	}
+	return s, bestN
 }
 
-// put keeps s for a later sequence; over the limit, the smallest idle
+func commonPrefix(a, b []int32) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// put keeps s, which caches the tokens toks (nil: unknown, the cache is
+// not reused), for a later sequence; over the limit, the smallest idle
 // state (the least likely to fit a request) is dropped.
-func (p *idleStates) put(s *model.State) {
+func (p *idleStates) put(s *model.State, toks []int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
+	if toks == nil {
+		s.Reset()
+	}
 	p.s = append(p.s, s)
+	p.toks = append(p.toks, toks)
 	p.since = append(p.since, now)
 	p.bytes += s.KVBytes()
 	if len(p.s) > p.max {
@@ -282,6 +310,7 @@ type seqRun struct {
 	// used by the lane's goroutine only
 	state      *model.State
 	fed        int // prompt tokens run (prefill)
+	cached     int // prompt tokens taken from a reused cache
 	slot       int // index in the Prefill call
 	kvBytes    int64
 	logits     []float32
@@ -357,15 +386,16 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		// The state's own step buffers hold one token: prompts run in
 		// the lane's batch.
 		kv := kvType(sr.res)
-		if sr.state = l.idle.get(sr.ctxLen, kv); sr.state == nil {
-			sr.state = l.m.model.NewStateKV(sr.ctxLen, 1, kv)
+		cached := 0
+		if sr.state, cached = l.idle.get(sr.ctxLen, kv, sr.prompt); sr.state == nil {
+			sr.state = l.m.model.NewStateKV(stateCapacity(sr.ctxLen, l.m.model.Config.Ctx), 1, kv)
 		}
 		sr.kvBytes = sr.state.KVBytes()
 		e.kvBytes.Add(sr.kvBytes)
 		e.activeSeqs.Add(1)
 		sr.logits = make([]float32, l.m.model.Config.Vocab)
 		sr.dec = l.m.tok.NewStreamDecoder()
-		sr.fed, sr.slot = 0, i
+		sr.fed, sr.cached, sr.slot = cached, cached, i
 		sr.mu.Lock()
 		sr.status = RunRunning
 		sr.startedAt = time.Now()
@@ -524,7 +554,17 @@ func (l *lane) Finish(s sched.Seq, err error) {
 	e := l.e
 	now := time.Now()
 	if sr.state != nil {
-		l.idle.put(sr.state)
+		// The cache holds the prompt and the decoded tokens fed back, at
+		// step boundaries; after a failed pass it is not trusted.
+		var toks []int32
+		if hist := len(sr.prompt) + len(sr.tokens); err == nil || sr.ctx.Err() != nil || errors.Is(err, sched.ErrClosed) {
+			if pos := sr.state.Pos; pos <= hist {
+				toks = make([]int32, 0, pos)
+				toks = append(toks, sr.prompt[:min(pos, len(sr.prompt))]...)
+				toks = append(toks, sr.tokens[:pos-len(toks)]...)
+			}
+		}
+		l.idle.put(sr.state, toks)
 		sr.state = nil
 		e.kvBytes.Add(-sr.kvBytes)
 		e.activeSeqs.Add(-1)
@@ -554,13 +594,14 @@ func (l *lane) Finish(s sched.Seq, err error) {
 	sr.mu.Unlock()
 	m := &res.Metrics
 	m.PromptTokens = len(sr.prompt)
+	m.PromptCachedTokens = sr.cached
 	m.GeneratedTokens = len(res.Tokens)
 	if !sr.startedAt.IsZero() {
 		m.QueueMS = ms(sr.startedAt.Sub(sr.queuedAt))
 		if !sr.promptDone.IsZero() {
 			m.PromptMS = ms(sr.promptDone.Sub(sr.startedAt))
 			if m.PromptMS > 0 {
-				m.PromptTokensPerSecond = float64(m.PromptTokens) / (m.PromptMS / 1000)
+				m.PromptTokensPerSecond = float64(m.PromptTokens-m.PromptCachedTokens) / (m.PromptMS / 1000)
 			}
 			m.DecodeMS = ms(now.Sub(sr.promptDone))
 		}
@@ -632,4 +673,19 @@ func kvType(r *plan.Resolved) kernels.Type {
 		return kernels.F16
 	}
 	return kernels.F32
+}
+
+// StateQuantum is the granularity of KV cache capacities: a sequence's
+// cache holds its prompt + max_tokens rounded up to a multiple of it
+// (within the model's context), so that a finished sequence's cache fits
+// the next requests of about its size, a continuation of its conversation
+// included, at a cost of at most StateQuantum-1 positions.
+const StateQuantum = 256
+
+func stateCapacity(ctxLen, modelCtx int) int {
+	c := (ctxLen + StateQuantum - 1) / StateQuantum * StateQuantum
+	if modelCtx > 0 && c > modelCtx {
+		c = max(modelCtx, ctxLen)
+	}
+	return c
 }

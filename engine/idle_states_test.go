@@ -79,7 +79,7 @@ func TestLaneReusesStates(t *testing.T) {
 	}
 
 	before := lane().IdleKVBytes
-	run("Once upon a time", 200) // longer than the idle state: a new one
+	run("Once upon a time", 300) // longer than the idle states (256 positions): a new one
 	if l := lane(); l.IdleStates != 3 || l.IdleKVBytes <= before {
 		t.Fatalf("after a longer run: %d idle states, %d bytes (before %d); want 3 and more bytes", l.IdleStates, l.IdleKVBytes, before)
 	}
@@ -119,8 +119,8 @@ func TestIdleStatesExpire(t *testing.T) {
 	p.ttl, p.max = time.Hour, 4
 	p.mu.Unlock()
 	m := l.m.model
-	p.put(m.NewStateBatch(16, 1))
-	p.put(m.NewStateBatch(32, 1))
+	p.put(m.NewStateBatch(16, 1), nil)
+	p.put(m.NewStateBatch(32, 1), nil)
 	p.mu.Lock()
 	p.since[0] = p.since[0].Add(-2 * time.Hour) // the first one is old
 	p.mu.Unlock()
@@ -136,7 +136,7 @@ func TestIdleStatesExpire(t *testing.T) {
 	p.mu.Lock()
 	p.ttl = 20 * time.Millisecond
 	p.mu.Unlock()
-	p.put(m.NewStateBatch(16, 1))
+	p.put(m.NewStateBatch(16, 1), nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for n, _ := p.stats(); n != 0; n, _ = p.stats() {
 		if time.Now().After(deadline) {
@@ -147,11 +147,52 @@ func TestIdleStatesExpire(t *testing.T) {
 	if _, b := p.stats(); b != 0 {
 		t.Fatalf("no idle state, yet %d idle bytes", b)
 	}
-	p.put(m.NewStateBatch(16, 1))
+	p.put(m.NewStateBatch(16, 1), nil)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := p.stats(); n != 0 {
 		t.Fatalf("%d idle states after the engine closed", n)
 	}
+}
+
+// TestPrefixReuse: a prompt that begins with what a finished sequence's
+// cache holds continues from it (prompt_cached_tokens), with the tokens and
+// per-step logits digests of the same run on a fresh engine; a prompt
+// repeated whole recomputes only its last token.
+func TestPrefixReuse(t *testing.T) {
+	path := sharedModel(t, "stories260K.gguf")
+	pl := map[string]any{"threads": 1, "scheduler": map[string]any{"mode": "batching", "max_batch": 2}}
+	ctx := context.Background()
+	gen := func(e *Engine, prompt string, n int) *GenerateResult {
+		t.Helper()
+		res, err := e.Generate(ctx, GenerateRequest{Model: path, Prompt: prompt, MaxTokens: n, Plan: pl, LogitsDigest: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	const p1 = "Once upon a time, there was a little girl named Lily. She liked to play"
+	p2 := p1 + " with her friends in the park every day"
+	e := newTestEngine(t, 1, PowerOptions{})
+	a := gen(e, p1, 20)
+	if a.Metrics.PromptCachedTokens != 0 {
+		t.Fatalf("first run: %d cached prompt tokens", a.Metrics.PromptCachedTokens)
+	}
+	b := gen(e, p1, 20)
+	if b.Metrics.PromptCachedTokens != len(b.PromptTokens)-1 {
+		t.Fatalf("repeated prompt: %d of %d prompt tokens cached, want all but the last", b.Metrics.PromptCachedTokens, len(b.PromptTokens))
+	}
+	if !slices.Equal(a.Tokens, b.Tokens) || !slices.Equal(a.LogitsDigests, b.LogitsDigests) {
+		t.Fatal("a run continuing from a cached prompt differs from the first")
+	}
+	c := gen(e, p2, 20)
+	fresh := gen(newTestEngine(t, 1, PowerOptions{}), p2, 20)
+	if c.Metrics.PromptCachedTokens < len(a.PromptTokens)/2 || fresh.Metrics.PromptCachedTokens != 0 {
+		t.Fatalf("extended prompt: %d cached (first prompt %d tokens); fresh engine %d", c.Metrics.PromptCachedTokens, len(a.PromptTokens), fresh.Metrics.PromptCachedTokens)
+	}
+	if !slices.Equal(c.Tokens, fresh.Tokens) || !slices.Equal(c.LogitsDigests, fresh.LogitsDigests) {
+		t.Fatal("a prompt continued from a cached prefix differs from the same prompt on a fresh engine")
+	}
+	t.Logf("prompt %d tokens: %d cached; extended prompt %d tokens: %d cached", len(b.PromptTokens), b.Metrics.PromptCachedTokens, len(c.PromptTokens), c.Metrics.PromptCachedTokens)
 }

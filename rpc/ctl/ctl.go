@@ -531,8 +531,8 @@ func (g generateCmd) Run(e *env) error {
 		fmt.Fprintln(e.stderr) // end the line on the terminal; stdout keeps the exact text
 	}
 	m := res.Metrics
-	fmt.Fprintf(e.stderr, "[%s %s] %d tokens (%s): prompt %d tokens in %.1f ms, ttft %.1f ms, %.2f tokens/s, latency p50 %.1f ms p95 %.1f ms, temperature %g, seed %d\n",
-		res.RunID, res.ModelID, m.GeneratedTokens, res.FinishReason, m.PromptTokens, m.PromptMS, m.TTFTMS,
+	fmt.Fprintf(e.stderr, "[%s %s] %d tokens (%s): prompt %d tokens (%d cached) in %.1f ms, ttft %.1f ms, %.2f tokens/s, latency p50 %.1f ms p95 %.1f ms, temperature %g, seed %d\n",
+		res.RunID, res.ModelID, m.GeneratedTokens, res.FinishReason, m.PromptTokens, m.PromptCachedTokens, m.PromptMS, m.TTFTMS,
 		m.TokensPerSecond, m.LatencyP50MS, m.LatencyP95MS, res.Sampling.Temperature, res.Sampling.Seed)
 	if m.EnergySource != "" {
 		// The source is always printed: an estimate is not a measurement.

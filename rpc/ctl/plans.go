@@ -571,8 +571,8 @@ func (r runCmd) Run(e *env) error {
 		fmt.Fprintf(tw, "error:\t%s\n", rec.Error)
 	}
 	fmt.Fprintf(tw, "sampling:\ttemperature %g, top_k %d, top_p %g, seed %d\n", rec.Sampling.Temperature, rec.Sampling.TopK, rec.Sampling.TopP, rec.Sampling.Seed)
-	fmt.Fprintf(tw, "timing:\tqueue %.1f ms, prompt %.1f ms (%.1f tok/s), ttft %.1f ms, decode %.2f tok/s, latency p50 %.1f ms p95 %.1f ms, total %.1f ms\n",
-		m.QueueMS, m.PromptMS, m.PromptTokensPerSecond, m.TTFTMS, m.TokensPerSecond, m.LatencyP50MS, m.LatencyP95MS, m.TotalMS)
+	fmt.Fprintf(tw, "timing:\tqueue %.1f ms, prompt %.1f ms (%.1f tok/s, %d tokens cached), ttft %.1f ms, decode %.2f tok/s, latency p50 %.1f ms p95 %.1f ms, total %.1f ms\n",
+		m.QueueMS, m.PromptMS, m.PromptTokensPerSecond, m.PromptCachedTokens, m.TTFTMS, m.TokensPerSecond, m.LatencyP50MS, m.LatencyP95MS, m.TotalMS)
 	if m.EnergySource != "" {
 		fmt.Fprintf(tw, "energy:\t%.3f J (%s), %.2f tok/J\n", m.Joules, m.EnergySource, m.TokensPerJoule)
 	}
