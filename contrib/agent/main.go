@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	threads := fs.String("threads", "1,2", "thread counts to try")
 	quants := fs.String("quant", "", "quantization schemes to try, e.g. source,Q8_0 (default: the base's)")
 	batches := fs.String("batch", "1,8", "batch sizes to try (1: simple mode)")
+	kvs := fs.String("kv", "", "KV cache types to try, e.g. F32,F16 (default: the base's)")
 	maxTokens := fs.Int("max-tokens", 24, "tokens per benchmark run")
 	reps := fs.Int("repetitions", 2, "repetitions per benchmark")
 	maxSeconds := fs.Float64("max-seconds", 60, "time budget of each benchmark")
@@ -97,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		if bs, err = intList(*batches); err == nil {
 			return session(ctx, stdout, stderr, getenv, *socket, tune.Options{
 				Model: *model, Name: *name, Objective: *objective, MaxP95MS: *maxP95,
-				Threads: th, Quantizations: strList(*quants), Batches: bs, Propose: !*dryRun,
+				Threads: th, Quantizations: strList(*quants), Batches: bs, KVTypes: strList(*kvs), Propose: !*dryRun,
 				Workload: engine.BenchWorkload{MaxTokens: *maxTokens, Repetitions: *reps},
 				Budget:   engine.BenchBudget{MaxSeconds: *maxSeconds, MaxJoules: *maxJoules},
 			}, *quiet)

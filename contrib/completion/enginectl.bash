@@ -51,6 +51,9 @@ _enginectl()
         --objective)
             COMPREPLY=($(compgen -W "energy throughput" -- "$cur"))
             return ;;
+        --kv)
+            COMPREPLY=($(compgen -W "F32 F16 F32,F16" -- "$cur"))
+            return ;;
         --topic)
             COMPREPLY=($(compgen -W "run plan power model" -- "$cur"))
             return ;;
@@ -104,7 +107,7 @@ _enginectl()
         bench)
             flags="--model -m --plan --prompt -p --max-tokens -n --repetitions -r --concurrency -c --max-seconds --max-joules" ;;
         tune)
-            flags="--model -m --name --objective --max-p95-ms --threads --quant --batch --max-tokens -n --repetitions -r --max-seconds --dry-run" ;;
+            flags="--model -m --name --objective --max-p95-ms --threads --quant --batch --kv --max-tokens -n --repetitions -r --max-seconds --dry-run" ;;
         events)
             flags="--topic" ;;
         power)

@@ -690,6 +690,7 @@ type tuneCmd struct {
 	Threads       []int    `help:"Thread counts to try (default: 1 and all)." sep:","`
 	Quantizations []string `name:"quant" help:"Quantization schemes to try (default: the base's)." sep:","`
 	Batches       []int    `name:"batch" help:"Batch sizes to try (1: simple mode; default 1,8)." sep:","`
+	KVTypes       []string `name:"kv" help:"KV cache types to try (F32, F16; default: the base's)." sep:","`
 	MaxTokens     int      `short:"n" name:"max-tokens" default:"24" help:"Tokens per run."`
 	Repetitions   int      `short:"r" default:"2" help:"Repetitions per bench."`
 	MaxSeconds    float64  `name:"max-seconds" default:"60" help:"Time budget of each bench."`
@@ -697,7 +698,7 @@ type tuneCmd struct {
 }
 
 func (tuneCmd) Help() string {
-	return `Explores threads × quantization × batch around plan NAME's active version with bench.run (each candidate against the base, interleaved), keeps the candidates whose p95 inter-token latency is within --max-p95-ms, and proposes the best (tokens per joule, or tokens per second without an energy meter or with --objective throughput) as a candidate version of NAME with the benchmark as evidence. An admin then promotes it: enginectl plan promote NAME VERSION. The same loop as contrib/agent.`
+	return `Explores threads × quantization × batch × KV cache type around plan NAME's active version with bench.run (each candidate against the base, interleaved), keeps the candidates whose p95 inter-token latency is within --max-p95-ms, and proposes the best (tokens per joule, or tokens per second without an energy meter or with --objective throughput) as a candidate version of NAME with the benchmark as evidence. An admin then promotes it: enginectl plan promote NAME VERSION. The same loop as contrib/agent.`
 }
 
 func (t tuneCmd) Run(e *env) error {
@@ -722,7 +723,7 @@ func (t tuneCmd) Run(e *env) error {
 		batches = []int{1, 8}
 	}
 	o := tune.Options{Model: t.Model, Name: t.Name, Objective: t.Objective, MaxP95MS: t.MaxP95MS, Threads: threads,
-		Quantizations: t.Quantizations, Batches: batches, Propose: !t.DryRun,
+		Quantizations: t.Quantizations, Batches: batches, KVTypes: t.KVTypes, Propose: !t.DryRun,
 		Workload: engine.BenchWorkload{MaxTokens: t.MaxTokens, Repetitions: t.Repetitions},
 		Budget:   engine.BenchBudget{MaxSeconds: t.MaxSeconds},
 		Logf:     func(f string, a ...any) { fmt.Fprintf(e.stderr, f+"\n", a...) }}

@@ -149,8 +149,8 @@ func TestPlanCommands(t *testing.T) {
 	if !strings.Contains(r.stdout, "fast@1") || !strings.Contains(r.stdout, "inline#1") || !strings.Contains(r.stdout, "outputs identical across plans: true") {
 		t.Fatalf("bench: %+v", r)
 	}
-	r = must(run(nil, sock, "tune", "-m", "stories260K", "--name", "fast", "--objective", "throughput", "--threads", "1,2", "--batch", "1", "-n", "4", "-r", "1", "--dry-run"), "tune")
-	if !strings.Contains(r.stdout, "CANDIDATE") || !strings.Contains(r.stdout, "threads=2,batch=1") || !strings.Contains(r.stdout, "winner") && !strings.Contains(r.stdout, "no winner") {
+	r = must(run(nil, sock, "tune", "-m", "stories260K", "--name", "fast", "--objective", "throughput", "--threads", "1,2", "--batch", "1", "--kv", "F32,F16", "-n", "4", "-r", "1", "--dry-run"), "tune")
+	if !strings.Contains(r.stdout, "CANDIDATE") || !strings.Contains(r.stdout, "threads=2,batch=1,kv=F32") || !strings.Contains(r.stdout, "threads=2,batch=1,kv=F16") || !strings.Contains(r.stdout, "winner") && !strings.Contains(r.stdout, "no winner") {
 		t.Fatalf("tune: %+v", r)
 	}
 

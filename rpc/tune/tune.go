@@ -1,6 +1,6 @@
 // Package tune is the plan-tuning loop of `enginectl tune` and of the
 // example agent in contrib/agent: it explores threads × quantization ×
-// batch around a base plan with bench.run, keeps the candidates whose p95
+// batch × KV cache type around a base plan with bench.run, keeps the candidates whose p95
 // inter-token latency meets a bound, picks the best by the objective
 // (tokens per joule, or tokens per second) and proposes it with
 // plan.propose, the benchmark results as evidence. It only uses the
@@ -41,6 +41,7 @@ type Options struct {
 	Threads       []int
 	Quantizations []string
 	Batches       []int
+	KVTypes       []string // kv_cache.type values (F32, F16)
 	// Workload of every bench (its concurrency defaults to the largest
 	// batch, so that batching can show) and the budget of each bench.
 	Workload engine.BenchWorkload
@@ -252,45 +253,60 @@ func candidates(base map[string]any, o Options) []Candidate {
 	if len(batches) == 0 {
 		batches = []int{0}
 	}
+	kvs := o.KVTypes
+	if len(kvs) == 0 {
+		kvs = []string{""}
+	}
 	baseJSON, _ := json.Marshal(base)
 	var out []Candidate
 	for _, t := range threads {
 		for _, q := range quants {
 			for _, b := range batches {
-				p := clone(base)
-				var parts []string
-				if t > 0 {
-					p["threads"] = t
-					parts = append(parts, fmt.Sprintf("threads=%d", t))
-				}
-				if q != "" {
-					qm, _ := p["quantization"].(map[string]any)
-					if qm == nil {
-						qm = map[string]any{}
+				for _, kv := range kvs {
+					p := clone(base)
+					var parts []string
+					if t > 0 {
+						p["threads"] = t
+						parts = append(parts, fmt.Sprintf("threads=%d", t))
 					}
-					qm["default"] = q
-					p["quantization"] = qm
-					parts = append(parts, "quant="+q)
-				}
-				if b > 0 {
-					sm, _ := p["scheduler"].(map[string]any)
-					if sm == nil {
-						sm = map[string]any{}
+					if q != "" {
+						qm, _ := p["quantization"].(map[string]any)
+						if qm == nil {
+							qm = map[string]any{}
+						}
+						qm["default"] = q
+						p["quantization"] = qm
+						parts = append(parts, "quant="+q)
 					}
-					if b == 1 {
-						sm["mode"] = "simple"
-						delete(sm, "max_wait_ms")
-					} else {
-						sm["mode"] = "batching"
+					if b > 0 {
+						sm, _ := p["scheduler"].(map[string]any)
+						if sm == nil {
+							sm = map[string]any{}
+						}
+						if b == 1 {
+							sm["mode"] = "simple"
+							delete(sm, "max_wait_ms")
+						} else {
+							sm["mode"] = "batching"
+						}
+						sm["max_batch"] = b
+						p["scheduler"] = sm
+						parts = append(parts, fmt.Sprintf("batch=%d", b))
 					}
-					sm["max_batch"] = b
-					p["scheduler"] = sm
-					parts = append(parts, fmt.Sprintf("batch=%d", b))
+					if kv != "" {
+						km, _ := p["kv_cache"].(map[string]any)
+						if km == nil {
+							km = map[string]any{}
+						}
+						km["type"] = kv
+						p["kv_cache"] = km
+						parts = append(parts, "kv="+kv)
+					}
+					if j, _ := json.Marshal(p); string(j) == string(baseJSON) {
+						continue
+					}
+					out = append(out, Candidate{Label: strings.Join(parts, ","), Plan: p})
 				}
-				if j, _ := json.Marshal(p); string(j) == string(baseJSON) {
-					continue
-				}
-				out = append(out, Candidate{Label: strings.Join(parts, ","), Plan: p})
 			}
 		}
 	}
