@@ -124,7 +124,7 @@ printf '%s\n' "${COMPREPLY[@]}"`
 		want []string
 	}{
 		{"enginectl ge", []string{"generate"}},
-		{"enginectl ", []string{"api", "bench", "cancel", "chat", "detokenize", "discover", "events", "generate", "help", "info", "load", "metrics", "models", "plan", "power", "run", "runs", "tokenize", "tune", "unload"}},
+		{"enginectl ", []string{"api", "bench", "cancel", "chat", "detokenize", "discover", "events", "generate", "help", "info", "load", "metrics", "models", "plan", "power", "run", "runs", "sched", "tokenize", "tune", "unload"}},
 		{"enginectl tokenize --p", []string{"--parse-special"}},
 		{"enginectl plan pro", []string{"promote", "propose"}},
 		{"enginectl tune --obj", []string{"--objective"}},

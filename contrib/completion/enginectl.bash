@@ -22,7 +22,7 @@ _enginectl()
         cword=$COMP_CWORD
     fi
 
-    local commands="info models load unload generate chat tokenize detokenize discover api power metrics plan runs run cancel bench tune events help"
+    local commands="info models load unload generate chat tokenize detokenize discover api power metrics sched plan runs run cancel bench tune events help"
     local global_flags="--socket --json --help -h"
 
     # Find the command and the --socket in use.

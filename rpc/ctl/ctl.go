@@ -53,12 +53,13 @@ type cli struct {
 	Chat       chatCmd       `cmd:"" help:"Chat with a model through its chat template; streams the reply."`
 	Power      powerCmd      `cmd:"" help:"Show the energy meter and the power cap; --set-cap sets it."`
 	Metrics    metricsCmd    `cmd:"" help:"Show the engine's counters (--prometheus: text exposition)."`
+	Sched      schedCmd      `cmd:"" help:"Show the schedulers: queues, batches, KV caches (sched.stats)."`
 	Plan       planCmd       `cmd:"" help:"Validate, show, store, compare, propose, promote and roll back execution plans."`
 	Runs       runsCmd       `cmd:"" help:"List runs (in progress and recorded)."`
 	Run        runCmd        `cmd:"" help:"Show a run's record: request, resolved plan, tokens, metrics."`
 	Cancel     cancelCmd     `cmd:"" help:"Cancel a queued or running run."`
 	Bench      benchCmd      `cmd:"" help:"Benchmark plans against each other (bench.run)."`
-	Tune       tuneCmd       `cmd:"" help:"Search threads × quantization × batch for a better plan and propose it."`
+	Tune       tuneCmd       `cmd:"" help:"Search threads × quantization × batch × KV cache type for a better plan and propose it."`
 	Events     eventsCmd     `cmd:"" help:"Stream the engine's events as JSON lines."`
 	Help       helpCmd       `cmd:"" help:"Show help for enginectl or one of its commands."`
 }

@@ -153,6 +153,15 @@ func TestPlanCommands(t *testing.T) {
 	if !strings.Contains(r.stdout, "CANDIDATE") || !strings.Contains(r.stdout, "threads=2,batch=1,kv=F32") || !strings.Contains(r.stdout, "threads=2,batch=1,kv=F16") || !strings.Contains(r.stdout, "winner") && !strings.Contains(r.stdout, "no winner") {
 		t.Fatalf("tune: %+v", r)
 	}
+	r = must(run(nil, sock, "sched"), "sched")
+	if !strings.Contains(r.stdout, "IDLE CACHES") || !strings.Contains(r.stdout, "stories260K") || !strings.Contains(r.stdout, "runs in progress 0") {
+		t.Fatalf("sched: %+v", r)
+	}
+	r = must(run(nil, sock, "--json", "sched"), "sched --json")
+	var sst engine.SchedStats
+	if err := json.Unmarshal([]byte(r.stdout), &sst); err != nil || len(sst.Lanes) == 0 || sst.Lanes[0].Steps == 0 {
+		t.Fatalf("sched --json: %v %+v", err, r)
+	}
 
 	// events: lines until interrupted.
 	ctx, cancel := context.WithCancel(context.Background())
