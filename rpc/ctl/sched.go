@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/weos/llm-engine/engine"
+	"github.com/weos/llm-engine/internal/progress"
 )
 
 type schedCmd struct{}
@@ -35,7 +36,7 @@ func (schedCmd) Run(e *env) error {
 
 func printSched(w io.Writer, st *engine.SchedStats) {
 	fmt.Fprintf(w, "runs in progress %d, sequences with a KV cache %d (%s), event subscribers %d\n",
-		st.RunsInProgress, st.ActiveSequences, bytesHuman(st.KVBytes), st.Subscribers)
+		st.RunsInProgress, st.ActiveSequences, progress.Bytes(st.KVBytes), st.Subscribers)
 	if st.RecordError != "" {
 		fmt.Fprintf(w, "last run-record write failure: %s\n", st.RecordError)
 	}
@@ -60,19 +61,7 @@ func printSched(w io.Writer, st *engine.SchedStats) {
 			by = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%s)\t%d (%s)\n", l.ModelID, l.Threads, l.Mode, l.Policy, l.MaxBatch,
-			l.Queued, l.Active, l.MaxActive, l.Completed, l.Cancelled, l.Rejected, l.Steps, by, l.IdleStates, bytesHuman(l.IdleKVBytes))
+			l.Queued, l.Active, l.MaxActive, l.Completed, l.Cancelled, l.Rejected, l.Steps, by, l.IdleStates, progress.Bytes(l.IdleKVBytes))
 	}
 	tw.Flush()
-}
-
-func bytesHuman(b int64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", b)
 }
