@@ -131,19 +131,20 @@ func (p *idleStates) close() {
 }
 
 // get returns an idle state with a cache of type kv that holds ctxLen
-// tokens, or nil: the one caching the longest prefix of prompt (then the
+// tokens and rotates as a state made for ctxLen would (model.RopeSame), or
+// nil: the one caching the longest prefix of prompt (then the
 // smallest), truncated to that prefix, and how many of prompt's tokens it
 // holds (at most len(prompt)-1: the last prompt token must run for its
 // logits). A sequence that continues from cached positions computes
 // exactly what it would from scratch, as a prompt cut across forward
 // passes does (model.TestStepMixedSpans): prefix reuse changes no logit,
 // only the prompt's time (TestPrefixReuse).
-func (p *idleStates) get(ctxLen int, kv kernels.Type, prompt []int32) (*model.State, int) {
+func (p *idleStates) get(m *model.Model, ctxLen int, kv kernels.Type, prompt []int32) (*model.State, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	best, bestN := -1, 0
 	for i, s := range p.s {
-		if s.KVType() != kv || s.Ctx() < ctxLen {
+		if s.KVType() != kv || s.Ctx() < ctxLen || !m.RopeSame(s.Ctx(), ctxLen) {
 			continue
 		}
 		n := min(commonPrefix(p.toks[i], prompt), len(prompt)-1)
@@ -387,8 +388,8 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		// the lane's batch.
 		kv := kvType(sr.res)
 		cached := 0
-		if sr.state, cached = l.idle.get(sr.ctxLen, kv, sr.prompt); sr.state == nil {
-			sr.state = l.m.model.NewStateKV(stateCapacity(sr.ctxLen, l.m.model.Config.Ctx), 1, kv)
+		if sr.state, cached = l.idle.get(l.m.model, sr.ctxLen, kv, sr.prompt); sr.state == nil {
+			sr.state = l.m.model.NewStateKV(l.m.model.Capacity(sr.ctxLen, StateQuantum), 1, kv)
 		}
 		sr.kvBytes = sr.state.KVBytes()
 		e.kvBytes.Add(sr.kvBytes)
@@ -677,15 +678,8 @@ func kvType(r *plan.Resolved) kernels.Type {
 
 // StateQuantum is the granularity of KV cache capacities: a sequence's
 // cache holds its prompt + max_tokens rounded up to a multiple of it
-// (within the model's context), so that a finished sequence's cache fits
-// the next requests of about its size, a continuation of its conversation
-// included, at a cost of at most StateQuantum-1 positions.
+// (model.Capacity: within the model's context, never across LongRoPE's
+// switch of factors), so that a finished sequence's cache fits the next
+// requests of about its size, a continuation of its conversation included,
+// at a cost of at most StateQuantum-1 positions.
 const StateQuantum = 256
-
-func stateCapacity(ctxLen, modelCtx int) int {
-	c := (ctxLen + StateQuantum - 1) / StateQuantum * StateQuantum
-	if modelCtx > 0 && c > modelCtx {
-		c = max(modelCtx, ctxLen)
-	}
-	return c
-}

@@ -92,7 +92,7 @@ func (e *Engine) generate(ctx context.Context, req GenerateRequest, onToken func
 	}
 	ctxLen := len(prompt) + maxTokens
 	if mem := *lim.MaxMemoryBytes; mem > 0 {
-		need := m.weightBytes + m.model.StateBytesKV(stateCapacity(ctxLen, m.model.Config.Ctx), 1, kvType(r))
+		need := m.weightBytes + m.model.StateBytesKV(m.model.Capacity(ctxLen, StateQuantum), 1, kvType(r))
 		if need > mem {
 			return nil, planInvalid("plan limit", []plan.FieldError{{Pointer: "/limits/max_memory_bytes",
 				Message: fmt.Sprintf("this run needs %d bytes (weights %d + KV cache and buffers %d), over max_memory_bytes %d", need, m.weightBytes, need-m.weightBytes, mem)}})

@@ -196,3 +196,55 @@ func TestPrefixReuse(t *testing.T) {
 	}
 	t.Logf("prompt %d tokens: %d cached; extended prompt %d tokens: %d cached", len(b.PromptTokens), b.Metrics.PromptCachedTokens, len(c.PromptTokens), c.Metrics.PromptCachedTokens)
 }
+
+// TestIdleStatesRope: with LongRoPE (Phi-3), whose factors depend on the
+// sequence's capacity, a finished sequence's long-context cache is never
+// handed to a short request (which must rotate with the short factors):
+// the short run then equals the same run on a fresh engine.
+func TestIdleStatesRope(t *testing.T) {
+	path := sharedModel(t, "arch/phi3-longrope-Q8_0.gguf")
+	ctx := context.Background()
+	pl := map[string]any{"threads": 1, "scheduler": map[string]any{"mode": "batching", "max_batch": 2}}
+	e := newTestEngine(t, 1, PowerOptions{})
+	const prompt = "Once upon a time"
+	// A long request (capacity beyond the original 4096: long factors),
+	// cancelled at its first token: its cache goes idle.
+	cctx, cancel := context.WithCancel(ctx)
+	_, err := e.Generate(cctx, GenerateRequest{Model: path, Prompt: prompt, MaxTokens: 4200, Plan: pl, Stream: true}, func(TokenEvent) { cancel() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lanesMu.Lock()
+	var l *lane
+	for _, x := range e.lanes {
+		l = x
+	}
+	e.lanesMu.Unlock()
+	if n, _ := l.idle.stats(); n != 1 {
+		t.Fatalf("%d idle states after the cancelled long run, want 1", n)
+	}
+	short, err := e.Generate(ctx, GenerateRequest{Model: path, Prompt: prompt, MaxTokens: 8, Plan: pl, LogitsDigest: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := newTestEngine(t, 1, PowerOptions{}).Generate(ctx, GenerateRequest{Model: path, Prompt: prompt, MaxTokens: 8, Plan: pl, LogitsDigest: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if short.Metrics.PromptCachedTokens != 0 || !slices.Equal(short.LogitsDigests, fresh.LogitsDigests) {
+		t.Fatalf("short run after a long one: %d prompt tokens cached, digests equal to a fresh engine's: %v",
+			short.Metrics.PromptCachedTokens, slices.Equal(short.LogitsDigests, fresh.LogitsDigests))
+	}
+	if n, _ := l.idle.stats(); n != 2 {
+		t.Fatalf("%d idle states, want 2 (a long and a short cache)", n)
+	}
+	// A long request again takes the long cache and its prompt.
+	cctx, cancel = context.WithCancel(ctx)
+	long, err := e.Generate(cctx, GenerateRequest{Model: path, Prompt: prompt, MaxTokens: 4200, Plan: pl, Stream: true}, func(TokenEvent) { cancel() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if long.FinishReason != "cancelled" || long.Metrics.PromptCachedTokens != len(long.PromptTokens)-1 {
+		t.Fatalf("second long run: %s, %d of %d prompt tokens cached", long.FinishReason, long.Metrics.PromptCachedTokens, len(long.PromptTokens))
+	}
+}

@@ -404,6 +404,37 @@ func (m *Model) ropeFactors(ctx int) []float32 {
 	return factors
 }
 
+// RopeSame reports whether sequences of capacities a and b rotate with the
+// same RoPE factors: always, but for LongRoPE, whose short or long factors
+// depend on the capacity (as llama.cpp's on its context size). A state can
+// serve, or continue from its cache, only requests of its factor set.
+func (m *Model) RopeSame(a, b int) bool {
+	fa, fb := m.ropeFactors(a), m.ropeFactors(b)
+	if len(fa) == 0 || len(fb) == 0 {
+		return len(fa) == len(fb)
+	}
+	return &fa[0] == &fb[0]
+}
+
+// Capacity is the state capacity for a request of ctxLen tokens rounded up
+// to a multiple of quantum (so that the state can serve later requests of
+// about its size), within the model's context, and never across LongRoPE's
+// original context (which would change the request's RoPE factors).
+func (m *Model) Capacity(ctxLen, quantum int) int {
+	c := &m.Config
+	n := ctxLen
+	if quantum > 1 {
+		n = (ctxLen + quantum - 1) / quantum * quantum
+	}
+	if c.Ctx > 0 && n > c.Ctx {
+		n = max(c.Ctx, ctxLen)
+	}
+	if !m.RopeSame(n, ctxLen) {
+		n = ctxLen
+	}
+	return n
+}
+
 // ropeRows fills rows [from, to) of a RoPE table.
 func (m *Model) ropeRows(rope []float32, from, to int, factors []float32) {
 	c := &m.Config

@@ -402,6 +402,34 @@ func TestLongRopeFactors(t *testing.T) {
 	}
 }
 
+// TestLongRopeCapacity: state capacities rounded for reuse never cross
+// LongRoPE's original context (which would change the factors a request
+// rotates with), and RopeSame tells the factor sets apart.
+func TestLongRopeCapacity(t *testing.T) {
+	dir, names := archModels(t)
+	if !slices.Contains(names, "phi3-longrope-Q8_0") {
+		t.Skip("no phi3-longrope-Q8_0")
+	}
+	m, _ := openArch(t, dir, "phi3-longrope-Q8_0", 1, nil)
+	if !m.RopeSame(300, 4096) || m.RopeSame(4096, 4097) || !m.RopeSame(4097, 9000) {
+		t.Error("RopeSame does not follow the short/long switch at 4096")
+	}
+	for _, c := range []struct{ ctx, quantum, want int }{
+		{300, 256, 512}, {4000, 256, 4096}, {4096, 256, 4096}, {4097, 256, 4352},
+		{300, 5000, 300},      // rounding would cross 4096: not rounded
+		{4097, 5000, 5000},    // both long
+		{131000, 256, 131072}, // the model's context bounds it
+	} {
+		if got := m.Capacity(c.ctx, c.quantum); got != c.want || !m.RopeSame(got, c.ctx) {
+			t.Errorf("Capacity(%d, %d) = %d, want %d", c.ctx, c.quantum, got, c.want)
+		}
+	}
+	plain, _ := openArch(t, dir, "llama3-Q8_0", 1, nil)
+	if !plain.RopeSame(10, 100000) {
+		t.Error("a model without LongRoPE has one factor set")
+	}
+}
+
 // TestArchLoadErrors: unsupported architectures and features are load errors
 // naming them.
 func TestArchLoadErrors(t *testing.T) {
