@@ -194,6 +194,9 @@ func TestPrefixReuse(t *testing.T) {
 	if !slices.Equal(c.Tokens, fresh.Tokens) || !slices.Equal(c.LogitsDigests, fresh.LogitsDigests) {
 		t.Fatal("a prompt continued from a cached prefix differs from the same prompt on a fresh engine")
 	}
+	if got, want := e.Counters().PromptCachedTokens, int64(b.Metrics.PromptCachedTokens+c.Metrics.PromptCachedTokens); got != want {
+		t.Errorf("metrics.get prompt_cached_tokens %d, want %d", got, want)
+	}
 	t.Logf("prompt %d tokens: %d cached; extended prompt %d tokens: %d cached", len(b.PromptTokens), b.Metrics.PromptCachedTokens, len(c.PromptTokens), c.Metrics.PromptCachedTokens)
 }
 

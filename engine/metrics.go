@@ -13,7 +13,10 @@ type Counters struct {
 	Runs               int64            `json:"runs"`
 	RunsByFinishReason map[string]int64 `json:"runs_by_finish_reason"` // length, eos, cancelled, error
 	PromptTokens       int64            `json:"prompt_tokens"`
-	GeneratedTokens    int64            `json:"generated_tokens"`
+	// PromptCachedTokens of PromptTokens came from kept KV caches (prefix
+	// reuse) instead of being computed.
+	PromptCachedTokens int64 `json:"prompt_cached_tokens"`
+	GeneratedTokens    int64 `json:"generated_tokens"`
 	// Energy attributed to runs, by source ("rapl", "estimate"): a figure
 	// from the estimator is never added to a measured one.
 	Energy map[string]EnergyTotals `json:"energy"`
@@ -76,6 +79,7 @@ type metrics struct {
 	start    time.Time
 	runs     map[string]int64
 	prompt   int64
+	cached   int64
 	gen      int64
 	bySource map[string]*EnergyTotals
 	decode   Histogram
@@ -98,6 +102,7 @@ func (m *metrics) record(res *GenerateResult, metered bool) {
 	m.runs[res.FinishReason]++
 	mt := res.Metrics
 	m.prompt += int64(mt.PromptTokens)
+	m.cached += int64(mt.PromptCachedTokens)
 	m.gen += int64(mt.GeneratedTokens)
 	if metered && mt.EnergySource != "" {
 		t := m.source(mt.EnergySource)
@@ -149,6 +154,7 @@ func (m *metrics) snapshot(meterSource string) Counters {
 		StartTime:          m.start,
 		RunsByFinishReason: make(map[string]int64, len(m.runs)),
 		PromptTokens:       m.prompt,
+		PromptCachedTokens: m.cached,
 		GeneratedTokens:    m.gen,
 		Energy:             map[string]EnergyTotals{meterSource: {}},
 		DecodeSeconds: Histogram{

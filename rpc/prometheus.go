@@ -38,6 +38,8 @@ func WritePrometheus(w io.Writer, m engine.Counters) error {
 
 	p.family("llm_engine_prompt_tokens_total", "counter", "Prompt tokens processed.")
 	p.sample("llm_engine_prompt_tokens_total", float64(m.PromptTokens))
+	p.family("llm_engine_prompt_cached_tokens_total", "counter", "Prompt tokens taken from kept KV caches (the longest common prefix of an earlier sequence) instead of computed; a part of llm_engine_prompt_tokens_total.")
+	p.sample("llm_engine_prompt_cached_tokens_total", float64(m.PromptCachedTokens))
 	p.family("llm_engine_generated_tokens_total", "counter", "Tokens generated.")
 	p.sample("llm_engine_generated_tokens_total", float64(m.GeneratedTokens))
 

@@ -21,6 +21,7 @@ func sampleMetrics() engine.Counters {
 		Runs:               4,
 		RunsByFinishReason: map[string]int64{"length": 2, "eos": 1, "cancelled": 0, "error": 1, "we\"ird\\\nreason": 0},
 		PromptTokens:       40,
+		PromptCachedTokens: 12,
 		GeneratedTokens:    300,
 		Energy: map[string]engine.EnergyTotals{
 			"estimate": {Runs: 2, Joules: 1.5, GeneratedTokens: 200, CPUSeconds: 0.15, TokensPerJoule: 200 / 1.5},
@@ -87,6 +88,7 @@ func TestPrometheusParses(t *testing.T) {
 	types := map[string]dto.MetricType{
 		"llm_engine_runs_total":                     dto.MetricType_COUNTER,
 		"llm_engine_prompt_tokens_total":            dto.MetricType_COUNTER,
+		"llm_engine_prompt_cached_tokens_total":     dto.MetricType_COUNTER,
 		"llm_engine_generated_tokens_total":         dto.MetricType_COUNTER,
 		"llm_engine_energy_joules_total":            dto.MetricType_COUNTER,
 		"llm_engine_metered_generated_tokens_total": dto.MetricType_COUNTER,
@@ -123,6 +125,7 @@ func TestPrometheusParses(t *testing.T) {
 		{"llm_engine_runs_total", map[string]string{"finish_reason": "we\"ird\\\nreason"}, 0}, // escaping round-trips
 		{"llm_engine_generated_tokens_total", nil, 300},
 		{"llm_engine_prompt_tokens_total", nil, 40},
+		{"llm_engine_prompt_cached_tokens_total", nil, 12},
 		{"llm_engine_energy_joules_total", map[string]string{"source": "estimate"}, 1.5},
 		{"llm_engine_energy_joules_total", map[string]string{"source": "rapl"}, 2},
 		{"llm_engine_metered_generated_tokens_total", map[string]string{"source": "rapl"}, 100},

@@ -167,7 +167,7 @@ func printMetrics(w io.Writer, m *engine.Counters) {
 		parts[i] = fmt.Sprintf("%s %d", r, m.RunsByFinishReason[r])
 	}
 	fmt.Fprintf(tw, "runs:\t%d (%s)\n", m.Runs, strings.Join(parts, ", "))
-	fmt.Fprintf(tw, "tokens:\tprompt %d, generated %d\n", m.PromptTokens, m.GeneratedTokens)
+	fmt.Fprintf(tw, "tokens:\tprompt %d (%d from kept caches), generated %d\n", m.PromptTokens, m.PromptCachedTokens, m.GeneratedTokens)
 	for _, s := range m.Sources() {
 		t := m.Energy[s]
 		fmt.Fprintf(tw, "energy (%s):\t%.3f J, %.2f tokens/J, %d runs, %.3f CPU-s\n", s, t.Joules, t.TokensPerJoule, t.Runs, t.CPUSeconds)
