@@ -147,7 +147,7 @@ func (p *idleStates) get(m *model.Model, ctxLen int, kv kernels.Type, prompt []i
 		if s.KVType() != kv || s.Ctx() < ctxLen || !m.RopeSame(s.Ctx(), ctxLen) {
 			continue
 		}
-		n := min(commonPrefix(p.toks[i], prompt), len(prompt)-1)
+		n := max(0, min(commonPrefix(p.toks[i], prompt), len(prompt)-1))
 		if best < 0 || n > bestN || n == bestN && s.Ctx() < p.s[best].Ctx() {
 			best, bestN = i, n
 		}
@@ -388,7 +388,11 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		// the lane's batch.
 		kv := kvType(sr.res)
 		cached := 0
-		if sr.state, cached = l.idle.get(l.m.model, sr.ctxLen, kv, sr.prompt); sr.state == nil {
+		var prefix []int32 // nil: no prefix reuse (the plan's kv_cache.reuse_prefix)
+		if *sr.res.Plan.KVCache.ReusePrefix {
+			prefix = sr.prompt
+		}
+		if sr.state, cached = l.idle.get(l.m.model, sr.ctxLen, kv, prefix); sr.state == nil {
 			sr.state = l.m.model.NewStateKV(l.m.model.Capacity(sr.ctxLen, StateQuantum), 1, kv)
 		}
 		sr.kvBytes = sr.state.KVBytes()

@@ -194,6 +194,15 @@ func TestPrefixReuse(t *testing.T) {
 	if !slices.Equal(c.Tokens, fresh.Tokens) || !slices.Equal(c.LogitsDigests, fresh.LogitsDigests) {
 		t.Fatal("a prompt continued from a cached prefix differs from the same prompt on a fresh engine")
 	}
+	// The plan can turn it off: the whole prompt is computed, same logits.
+	off := map[string]any{"threads": 1, "scheduler": map[string]any{"mode": "batching", "max_batch": 2}, "kv_cache": map[string]any{"reuse_prefix": false}}
+	d, err := e.Generate(ctx, GenerateRequest{Model: path, Prompt: p1, MaxTokens: 20, Plan: off, LogitsDigest: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Metrics.PromptCachedTokens != 0 || !slices.Equal(d.LogitsDigests, a.LogitsDigests) {
+		t.Fatalf("reuse_prefix false: %d prompt tokens cached, digests equal: %v", d.Metrics.PromptCachedTokens, slices.Equal(d.LogitsDigests, a.LogitsDigests))
+	}
 	if got, want := e.Counters().PromptCachedTokens, int64(b.Metrics.PromptCachedTokens+c.Metrics.PromptCachedTokens); got != want {
 		t.Errorf("metrics.get prompt_cached_tokens %d, want %d", got, want)
 	}

@@ -331,6 +331,9 @@ func withDefaults(p *Plan, m ModelDesc, env Env) (*Plan, []FieldError) {
 		f.KVCache = &KVCache{}
 	}
 	setS(&f.KVCache.Type, DefaultKVType)
+	if f.KVCache.ReusePrefix == nil {
+		f.KVCache.ReusePrefix = Ptr(true)
+	}
 	return f, es
 }
 

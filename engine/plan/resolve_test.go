@@ -31,7 +31,7 @@ func TestResolveDefaults(t *testing.T) {
 	want := `{"version":1,"backend":"cpu-avx2","quantization":{"default":"source","overrides":{},"allow_requantize":false},` +
 		`"weight_layout":"x8","threads":3,"scheduler":{"policy":"latency","mode":"simple","max_batch":1,"max_queue":64,"max_wait_ms":0},` +
 		`"limits":{"max_watts":0,"enforcement":"strict","max_memory_bytes":0,"max_context":2048,"max_tokens":2048},` +
-		`"sampling":{"temperature":0,"top_k":0,"top_p":1,"seed":0},"kv_cache":{"type":"F32"}}`
+		`"sampling":{"temperature":0,"top_k":0,"top_p":1,"seed":0},"kv_cache":{"type":"F32","reuse_prefix":true}}`
 	if string(got) != want {
 		t.Errorf("resolved plan\n got  %s\n want %s", got, want)
 	}

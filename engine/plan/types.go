@@ -125,6 +125,8 @@ const (
 type KVCache struct {
 	// Element type of cached keys and values: F32, or F16 (half the memory and the attention's cache reads; keys and values rounded to binary16 as they are stored, as llama.cpp's default cache does). Absent: F32.
 	Type *string `json:"type,omitzero" jsonschema:"enum=F32,enum=F16"`
+	// Continue from a finished sequence's kept cache when it holds a prefix of the prompt (bit-identical logits, only the prompt's time changes; a faster first token can tell a client that another one sent the same prefix). false: every run computes its whole prompt. Absent: true.
+	ReusePrefix *bool `json:"reuse_prefix,omitzero"`
 }
 
 // Ptr returns a pointer to v: Plan{Threads: plan.Ptr(4)}.
@@ -165,7 +167,7 @@ func (p *Plan) Clone() *Plan {
 		c.Sampling = &Sampling{clonePtr(s.Temperature), clonePtr(s.TopK), clonePtr(s.TopP), clonePtr(s.Seed)}
 	}
 	if k := p.KVCache; k != nil {
-		c.KVCache = &KVCache{clonePtr(k.Type)}
+		c.KVCache = &KVCache{clonePtr(k.Type), clonePtr(k.ReusePrefix)}
 	}
 	return &c
 }
