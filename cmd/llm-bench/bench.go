@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -28,24 +29,25 @@ import (
 )
 
 type benchCmd struct {
-	Model    string   `short:"m" help:"GGUF model file." type:"path"`
-	Synth    string   `name:"synth" help:"Benchmark the seeded synthetic model of this shape (${presets}), written once into the cache directory." placeholder:"PRESET"`
-	Seed     uint64   `help:"PRNG seed of the --synth model's weights." default:"1"`
-	Quant    []string `short:"q" help:"Quantization schemes, each a run-time plan parameter: source, F32, F16, Q8_0, Q6_K, Q4_K_M." default:"source" placeholder:"TYPE"`
-	Prompt   []int    `short:"p" help:"Prompt lengths (pp tests; 0 skips)." default:"64"`
-	Gen      []int    `short:"n" help:"Generation lengths (tg tests; 0 skips)." default:"32"`
-	Threads  []int    `short:"t" help:"Worker thread counts (default: the number of CPUs)."`
-	Reps     int      `short:"r" help:"Repetitions of each test." default:"3"`
-	Output   string   `short:"o" help:"Output format on stdout: md or json." enum:"md,json" default:"md"`
-	Backend  string   `help:"Kernel backend: cpu-avx2 or cpu-generic (default: the best this CPU runs)."`
-	Layout   string   `help:"Weight layout, a plan parameter: x8 (repacked at load) or rows (the file's layout) (default: the plan's, x8 on cpu-avx2)." enum:",x8,rows" default:""`
-	KV       string   `name:"kv" help:"KV cache element type, a plan parameter (kv_cache.type): F32 or F16." enum:"F32,F16" default:"F32"`
-	Depth    int      `short:"d" help:"Tokens already in the KV cache when each test starts (llama-bench's -d): tests named e.g. tg32@d1024; the prefill is not timed." default:"0"`
-	CacheDir string   `help:"Cache directory for synthetic models and quantized weights (default: $XDG_CACHE_HOME/llm-engine or ~/.cache/llm-engine)." type:"path"`
-	Compare  string   `help:"llama.cpp figures to compare with (../shared/BENCH-1B.json's format)." type:"path"`
-	SaveJSON string   `help:"Also write the results as JSON to this file." type:"path"`
-	SaveMD   string   `help:"Also write the results as a markdown table to this file." type:"path"`
-	Quiet    bool     `help:"No progress bars."`
+	Model      string   `short:"m" help:"GGUF model file." type:"path"`
+	Synth      string   `name:"synth" help:"Benchmark the seeded synthetic model of this shape (${presets}), written once into the cache directory." placeholder:"PRESET"`
+	Seed       uint64   `help:"PRNG seed of the --synth model's weights." default:"1"`
+	Quant      []string `short:"q" help:"Quantization schemes, each a run-time plan parameter: source, F32, F16, Q8_0, Q6_K, Q4_K_M." default:"source" placeholder:"TYPE"`
+	Prompt     []int    `short:"p" help:"Prompt lengths (pp tests; 0 skips)." default:"64"`
+	Gen        []int    `short:"n" help:"Generation lengths (tg tests; 0 skips)." default:"32"`
+	Threads    []int    `short:"t" help:"Worker thread counts (default: the number of CPUs)."`
+	Reps       int      `short:"r" help:"Repetitions of each test." default:"3"`
+	Output     string   `short:"o" help:"Output format on stdout: md or json." enum:"md,json" default:"md"`
+	Backend    string   `help:"Kernel backend: cpu-avx2 or cpu-generic (default: the best this CPU runs)."`
+	Layout     string   `help:"Weight layout, a plan parameter: x8 (repacked at load) or rows (the file's layout) (default: the plan's, x8 on cpu-avx2)." enum:",x8,rows" default:""`
+	KV         string   `name:"kv" help:"KV cache element type, a plan parameter (kv_cache.type): F32 or F16." enum:"F32,F16" default:"F32"`
+	CPUProfile string   `name:"cpuprofile" help:"Write a CPU profile of the measured tests (not the load) of each configuration to FILE.QUANT.tT.pprof (go tool pprof)." type:"path" placeholder:"FILE"`
+	Depth      int      `short:"d" help:"Tokens already in the KV cache when each test starts (llama-bench's -d): tests named e.g. tg32@d1024; the prefill is not timed." default:"0"`
+	CacheDir   string   `help:"Cache directory for synthetic models and quantized weights (default: $XDG_CACHE_HOME/llm-engine or ~/.cache/llm-engine)." type:"path"`
+	Compare    string   `help:"llama.cpp figures to compare with (../shared/BENCH-1B.json's format)." type:"path"`
+	SaveJSON   string   `help:"Also write the results as JSON to this file." type:"path"`
+	SaveMD     string   `help:"Also write the results as a markdown table to this file." type:"path"`
+	Quiet      bool     `help:"No progress bars."`
 
 	Child bool `hidden:"" help:"Run one configuration and print its result as JSON (used by the parent process)."`
 }
@@ -319,6 +321,9 @@ func (c *benchCmd) spawn(q string, threads int) (*configResult, error) {
 	if c.Depth > 0 {
 		args = append(args, "-d", strconv.Itoa(c.Depth))
 	}
+	if c.CPUProfile != "" {
+		args = append(args, "--cpuprofile", fmt.Sprintf("%s.%s.t%d.pprof", c.CPUProfile, q, threads))
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = os.Stderr
@@ -474,6 +479,17 @@ func (c *benchCmd) runChild() error {
 		}
 		cr.Tests = append(cr.Tests, tr)
 		return nil
+	}
+	if c.CPUProfile != "" {
+		pf, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	for _, p := range c.Prompt {
 		if p > 0 {

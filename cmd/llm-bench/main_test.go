@@ -148,4 +148,17 @@ func TestBenchDepthKV(t *testing.T) {
 	if _, err := run("F16", 1<<20); err == nil {
 		t.Error("a depth beyond the model's context was accepted")
 	}
+	// --cpuprofile: one profile per configuration.
+	c := benchCmd{Synth: "tiny", Seed: 1, Quant: []string{"source"}, Prompt: []int{4}, Gen: []int{4}, Threads: []int{1},
+		Reps: 1, Output: "json", CacheDir: dir, Quiet: true, CPUProfile: filepath.Join(dir, "prof")}
+	stdout := os.Stdout
+	os.Stdout, _ = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	err = c.Run()
+	os.Stdout = stdout
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "prof.source.t1.pprof")); err != nil || st.Size() == 0 {
+		t.Errorf("no CPU profile: %v", err)
+	}
 }
