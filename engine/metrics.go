@@ -30,7 +30,53 @@ type Counters struct {
 	Power PowerGauges `json:"power"`
 	// LastRun is the latest completed run (nil before the first).
 	LastRun *LastRun `json:"last_run,omitempty"`
+	// Window aggregates the runs that ended in the last Window.Seconds
+	// (metrics.get's window_s, default DefaultMetricsWindow).
+	Window WindowStats `json:"window"`
 }
+
+// WindowStats aggregate the runs that ended within a recent window.
+type WindowStats struct {
+	Seconds            float64          `json:"seconds"`
+	Runs               int64            `json:"runs"`
+	RunsByFinishReason map[string]int64 `json:"runs_by_finish_reason"`
+	PromptTokens       int64            `json:"prompt_tokens"`
+	PromptCachedTokens int64            `json:"prompt_cached_tokens"`
+	GeneratedTokens    int64            `json:"generated_tokens"`
+	// Per run: request latency (queued → finished), time to first token,
+	// decode tokens/s; median (p50), p5, p95 by nearest rank.
+	RequestLatencyMS      Spread `json:"request_latency_ms"`
+	TTFTMS                Spread `json:"ttft_ms"`
+	DecodeTokensPerSecond Spread `json:"decode_tokens_per_second"`
+	// Generated tokens of the window's runs over the window's length: the
+	// engine's throughput, all streams together.
+	TokensPerSecond float64 `json:"tokens_per_second"`
+}
+
+// MetricsRequest is metrics.get's params (all optional).
+type MetricsRequest struct {
+	// Seconds of the window the aggregates cover (default 300, at most
+	// 3600).
+	WindowS float64 `json:"window_s,omitempty"`
+}
+
+// DefaultMetricsWindow is metrics.get's window when the call names none;
+// MaxMetricsWindow is the longest (the runs of the last hour are kept).
+const (
+	DefaultMetricsWindow = 5 * time.Minute
+	MaxMetricsWindow     = time.Hour
+)
+
+// runSample is what the window keeps of a finished run.
+type runSample struct {
+	end                      time.Time
+	finish                   string
+	prompt, cached, gen      int
+	totalMS, ttftMS, decodeS float64 // decodeS: decode tokens/s (0: none)
+}
+
+// maxRunSamples bounds the window's memory (about 100 bytes a run).
+const maxRunSamples = 100_000
 
 // EnergyTotals are the counters of the runs metered with one source.
 type EnergyTotals struct {
@@ -84,6 +130,56 @@ type metrics struct {
 	bySource map[string]*EnergyTotals
 	decode   Histogram
 	last     *LastRun
+	recent   []runSample // runs that ended in the last MaxMetricsWindow, oldest first
+}
+
+// sample keeps res for the window (mu held).
+func (m *metrics) sample(res *GenerateResult) {
+	now := time.Now()
+	mt := res.Metrics
+	m.recent = append(m.recent, runSample{end: now, finish: res.FinishReason, prompt: mt.PromptTokens, cached: mt.PromptCachedTokens,
+		gen: mt.GeneratedTokens, totalMS: mt.TotalMS, ttftMS: mt.TTFTMS, decodeS: mt.TokensPerSecond})
+	drop := 0
+	for drop < len(m.recent) && (now.Sub(m.recent[drop].end) > MaxMetricsWindow || len(m.recent)-drop > maxRunSamples) {
+		drop++
+	}
+	if drop > 0 {
+		m.recent = append(m.recent[:0], m.recent[drop:]...)
+	}
+}
+
+// window aggregates the runs that ended in the last d.
+func (m *metrics) window(d time.Duration) WindowStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := WindowStats{Seconds: d.Seconds(), RunsByFinishReason: map[string]int64{}}
+	for _, r := range finishReasons {
+		w.RunsByFinishReason[r] = 0
+	}
+	since := time.Now().Add(-d)
+	var lat, ttft, dec []float64
+	for _, r := range m.recent {
+		if r.end.Before(since) {
+			continue
+		}
+		w.Runs++
+		w.RunsByFinishReason[r.finish]++
+		w.PromptTokens += int64(r.prompt)
+		w.PromptCachedTokens += int64(r.cached)
+		w.GeneratedTokens += int64(r.gen)
+		lat = append(lat, r.totalMS)
+		if r.gen > 0 {
+			ttft = append(ttft, r.ttftMS)
+		}
+		if r.decodeS > 0 {
+			dec = append(dec, r.decodeS)
+		}
+	}
+	w.RequestLatencyMS, w.TTFTMS, w.DecodeTokensPerSecond = spread(lat), spread(ttft), spread(dec)
+	if d > 0 {
+		w.TokensPerSecond = float64(w.GeneratedTokens) / d.Seconds()
+	}
+	return w
 }
 
 func newMetrics() *metrics {
@@ -100,6 +196,7 @@ func (m *metrics) record(res *GenerateResult, metered bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.runs[res.FinishReason]++
+	m.sample(res)
 	mt := res.Metrics
 	m.prompt += int64(mt.PromptTokens)
 	m.cached += int64(mt.PromptCachedTokens)
@@ -131,6 +228,7 @@ func (m *metrics) recordFailed(res *GenerateResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.runs[res.FinishReason]++
+	m.sample(res)
 	if src := res.Metrics.EnergySource; src != "" {
 		t := m.source(src)
 		t.Joules += res.Metrics.Joules
@@ -194,11 +292,16 @@ func (m Counters) Sources() []string {
 }
 
 // Counters answers metrics.get: run and token counters, energy by source,
-// tokens per joule, the decode-time histogram, the power gauges and the
-// last run.
-func (e *Engine) Counters() Counters {
+// tokens per joule, the decode-time histogram, the power gauges, the last
+// run, and the aggregates of the last DefaultMetricsWindow.
+func (e *Engine) Counters() Counters { return e.CountersWindow(DefaultMetricsWindow) }
+
+// CountersWindow is Counters with the aggregates of the runs that ended in
+// the last window (at most MaxMetricsWindow).
+func (e *Engine) CountersWindow(window time.Duration) Counters {
 	st := e.energy.status()
 	out := e.energy.m.snapshot(st.Source)
+	out.Window = e.energy.m.window(min(window, MaxMetricsWindow))
 	out.Power = PowerGauges{
 		Source:       st.Source,
 		CurrentWatts: st.CurrentWatts,

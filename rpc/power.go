@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"time"
 
 	"github.com/weos/llm-engine/engine"
 )
@@ -23,6 +24,7 @@ type PowerEngine interface {
 	PowerStatus() engine.PowerStatus
 	SetPowerCap(req engine.PowerCapRequest) (*engine.PowerStatus, error)
 	Counters() engine.Counters
+	CountersWindow(window time.Duration) engine.Counters
 }
 
 // SetCapParams is power.set_cap's params.
@@ -87,14 +89,25 @@ func powerMethods() []*Method {
 
 	get := method(MethodMetricsGet, "Get the engine's counters.",
 		"Runs by finish reason, prompt and generated tokens, joules and tokens per joule by energy source, "+
-			"the decode-time histogram, the power gauges and the last run's metrics.",
-		nil,
-		func(ctx context.Context, s *Service, _ *NoParams, _ Notifier) (engine.Counters, error) {
+			"the decode-time histogram, the power gauges, the last run's metrics, and the aggregates of the runs "+
+			"that ended in the last window_s seconds (default 300, at most 3600): counts, request latency, "+
+			"time to first token and decode tokens/s (p50 = median, p5, p95), tokens per second over the window.",
+		func(p *engine.MetricsRequest) error {
+			if p.WindowS < 0 || p.WindowS > engine.MaxMetricsWindow.Seconds() || math.IsNaN(p.WindowS) {
+				return InvalidParams(`field "window_s": must be from 0 to %g`, engine.MaxMetricsWindow.Seconds())
+			}
+			return nil
+		},
+		func(ctx context.Context, s *Service, p *engine.MetricsRequest, _ Notifier) (engine.Counters, error) {
 			pe, err := powerEngine(s)
 			if err != nil {
 				return engine.Counters{}, err
 			}
-			return pe.Counters(), nil
+			w := engine.DefaultMetricsWindow
+			if p.WindowS > 0 {
+				w = time.Duration(p.WindowS * float64(time.Second))
+			}
+			return pe.CountersWindow(w), nil
 		})
 
 	prom := method(MethodMetricsPrometheus, "Get the counters as a Prometheus text exposition.",

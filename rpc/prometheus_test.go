@@ -157,6 +157,11 @@ func (powerFake) SetPowerCap(req engine.PowerCapRequest) (*engine.PowerStatus, e
 	return &engine.PowerStatus{Source: "estimate", CapWatts: req.MaxWatts, Enforcement: req.Enforcement}, nil
 }
 func (powerFake) Counters() engine.Counters { return sampleMetrics() }
+func (powerFake) CountersWindow(w time.Duration) engine.Counters {
+	c := sampleMetrics()
+	c.Window.Seconds = w.Seconds()
+	return c
+}
 
 func TestPowerMethods(t *testing.T) {
 	ctx := context.Background()
@@ -172,6 +177,19 @@ func TestPowerMethods(t *testing.T) {
 	parseProm(t, pr.Text)
 	if _, err := s.Call(ctx, MethodMetricsGet, json.RawMessage(`{}`), nil); err != nil {
 		t.Fatal(err)
+	}
+	res, err = s.Call(ctx, MethodMetricsGet, nil, nil)
+	if err != nil || res.(engine.Counters).Window.Seconds != engine.DefaultMetricsWindow.Seconds() {
+		t.Fatalf("metrics.get without params: %v %+v", err, res)
+	}
+	res, err = s.Call(ctx, MethodMetricsGet, json.RawMessage(`{"window_s": 60}`), nil)
+	if err != nil || res.(engine.Counters).Window.Seconds != 60 {
+		t.Fatalf("metrics.get window_s 60: %v %+v", err, res)
+	}
+	for _, params := range []string{`{"window_s": -1}`, `{"window_s": 3601}`, `{"window_s": "60"}`, `{"window": 60}`} {
+		if _, err := s.Call(ctx, MethodMetricsGet, json.RawMessage(params), nil); err == nil || err.(*Error).Code != CodeInvalidParams {
+			t.Errorf("metrics.get %s: %v, want invalid params", params, err)
+		}
 	}
 	res, err = s.Call(ctx, MethodPowerSetCap, json.RawMessage(`{"max_watts": 3, "enforcement": "best_effort"}`), nil)
 	if st := res.(*engine.PowerStatus); err != nil || st.CapWatts != 3 || st.Enforcement != "best_effort" {

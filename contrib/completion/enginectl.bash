@@ -46,7 +46,7 @@ _enginectl()
             return ;;
         --plan|-p|--prompt|-n|--max-tokens|--temperature|--top-k|--top-p|--seed)
             return ;;
-        --set-cap|--system|-s|--rationale|--limit|--since|--name|--max-p95-ms|--threads|--quant|--batch|-r|--repetitions|-c|--concurrency|--max-seconds|--max-joules)
+        --set-cap|--system|-s|--rationale|--limit|--since|--name|--window|--max-p95-ms|--threads|--quant|--batch|-r|--repetitions|-c|--concurrency|--max-seconds|--max-joules)
             return ;;
         --objective)
             COMPREPLY=($(compgen -W "energy throughput" -- "$cur"))
@@ -119,7 +119,7 @@ _enginectl()
         detokenize)
             flags="--model -m" ;;
         metrics)
-            flags="--prometheus" ;;
+            flags="--prometheus --window" ;;
         *)
             flags="" ;;
     esac

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"github.com/weos/llm-engine/engine"
 	"github.com/weos/llm-engine/rpc"
@@ -29,6 +30,15 @@ func (c *Client) SetPowerCap(ctx context.Context, maxWatts float64, enforcement 
 func (c *Client) Counters(ctx context.Context) (*engine.Counters, error) {
 	var out engine.Counters
 	if err := c.Call(ctx, rpc.MethodMetricsGet, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CountersWindow calls metrics.get with the aggregates over the last window.
+func (c *Client) CountersWindow(ctx context.Context, window time.Duration) (*engine.Counters, error) {
+	var out engine.Counters
+	if err := c.Call(ctx, rpc.MethodMetricsGet, engine.MetricsRequest{WindowS: window.Seconds()}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

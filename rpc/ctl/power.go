@@ -19,7 +19,8 @@ type powerCmd struct {
 }
 
 type metricsCmd struct {
-	Prometheus bool `help:"Print the Prometheus text exposition (e.g. for node_exporter's textfile collector)."`
+	Prometheus bool          `help:"Print the Prometheus text exposition (e.g. for node_exporter's textfile collector)."`
+	Window     time.Duration `default:"5m" help:"Aggregate the runs that ended in this last window (at most 1h): request latency, TTFT and decode tokens/s p50/p95, throughput."`
 }
 
 func (powerCmd) Help() string {
@@ -144,7 +145,10 @@ func (m metricsCmd) Run(e *env) error {
 		_, err = io.WriteString(e.stdout, text)
 		return err
 	}
-	mt, err := c.Counters(e.ctx)
+	if m.Window <= 0 || m.Window > engine.MaxMetricsWindow {
+		return usageError{fmt.Errorf("--window must be in (0, %v]", engine.MaxMetricsWindow)}
+	}
+	mt, err := c.CountersWindow(e.ctx, m.Window)
 	if err != nil {
 		return err
 	}
@@ -186,10 +190,39 @@ func printMetrics(w io.Writer, m *engine.Counters) {
 	if h := m.DecodeSeconds; h.Count > 0 {
 		fmt.Fprintf(tw, "decode:\t%d runs, %.3f s average\n", h.Count, h.Sum/float64(h.Count))
 	}
+	if w := m.Window; w.Seconds > 0 {
+		win := time.Duration(w.Seconds * float64(time.Second))
+		fmt.Fprintf(tw, "last %v:\t%d runs (%s), %d tokens generated, %.1f tokens/s\n", win, w.Runs, reasonList(w.RunsByFinishReason), w.GeneratedTokens, w.TokensPerSecond)
+		if w.Runs > 0 {
+			fmt.Fprintf(tw, "  request latency:\tp50 %.1f ms, p95 %.1f ms\n", w.RequestLatencyMS.Median, w.RequestLatencyMS.P95)
+			fmt.Fprintf(tw, "  time to first token:\tp50 %.1f ms, p95 %.1f ms\n", w.TTFTMS.Median, w.TTFTMS.P95)
+			fmt.Fprintf(tw, "  decode per run:\tp50 %.1f tokens/s, p5 %.1f tokens/s\n", w.DecodeTokensPerSecond.Median, w.DecodeTokensPerSecond.P5)
+		}
+	}
 	if l := m.LastRun; l != nil {
 		lm := l.Metrics
 		fmt.Fprintf(tw, "last run:\t%s %s: %d tokens (%s), %.2f tokens/s, %.3f J, %.2f W, %.2f tokens/J (%s)\n",
 			l.RunID, l.ModelID, lm.GeneratedTokens, l.FinishReason, lm.TokensPerSecond, lm.Joules, lm.AvgWatts, lm.TokensPerJoule, lm.EnergySource)
 	}
 	tw.Flush()
+}
+
+// reasonList prints runs by finish reason: "length 3, eos 1" (zeros left
+// out; "none" when empty).
+func reasonList(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k, n := range m {
+		if n > 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -80,15 +80,20 @@ func TestPowerAndMetricsCommands(t *testing.T) {
 	}
 
 	r = run(nil, sock, "metrics")
-	for _, want := range []string{"runs:", "1 (cancelled 0, eos 0, error 0, length 1)", "generated 16", "energy (estimate):", "tokens/J", "last run:", res.RunID} {
+	for _, want := range []string{"runs:", "1 (cancelled 0, eos 0, error 0, length 1)", "generated 16", "energy (estimate):", "tokens/J", "last run:", res.RunID,
+		"last 5m0s:", "1 runs (length 1), 16 tokens generated", "request latency:", "p95"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("metrics: missing %q in\n%s", want, r.stdout)
 		}
 	}
-	r = run(nil, sock, "--json", "metrics")
+	r = run(nil, sock, "--json", "metrics", "--window", "90s")
 	var c engine.Counters
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &c) != nil || c.Runs != 1 || c.GeneratedTokens != 16 || c.Energy["estimate"].Joules != res.Metrics.Joules || c.LastRun.RunID != res.RunID {
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &c) != nil || c.Runs != 1 || c.GeneratedTokens != 16 || c.Energy["estimate"].Joules != res.Metrics.Joules || c.LastRun.RunID != res.RunID ||
+		c.Window.Seconds != 90 || c.Window.Runs != 1 || c.Window.RequestLatencyMS.N != 1 {
 		t.Fatalf("metrics --json: %+v", r)
+	}
+	if r = run(nil, sock, "metrics", "--window", "2h"); r.code != 2 {
+		t.Errorf("metrics --window 2h: %+v", r)
 	}
 	r = run(nil, sock, "metrics", "--prometheus")
 	p := expfmt.NewTextParser(model.LegacyValidation)
