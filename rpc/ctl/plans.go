@@ -477,6 +477,9 @@ func (p planHistoryCmd) Run(e *env) error {
 type runsCmd struct {
 	Limit int    `short:"n" default:"20" help:"Most runs to show."`
 	Since string `help:"Only runs queued since this time (RFC 3339) or duration ago (e.g. 1h)."`
+	// runs show ID: the same as run ID.
+	Show string `arg:"" optional:"" name:"show" help:"show RUN-ID: show that run's record (as enginectl run RUN-ID)."`
+	ID   string `arg:"" optional:"" name:"run-id" help:"Run id, after show."`
 }
 
 type runCmd struct {
@@ -492,6 +495,12 @@ func (runsCmd) Help() string {
 }
 
 func (r runsCmd) Run(e *env) error {
+	switch {
+	case r.Show == "show" && r.ID != "":
+		return runCmd{ID: r.ID}.Run(e)
+	case r.Show != "" || r.ID != "":
+		return usageError{errors.New("usage: enginectl runs [show RUN-ID]")}
+	}
 	req := engine.RunListRequest{Limit: r.Limit}
 	if r.Since != "" {
 		if d, err := time.ParseDuration(r.Since); err == nil {

@@ -138,6 +138,14 @@ func TestPlanCommands(t *testing.T) {
 	if !strings.Contains(r.stdout, "plan:     fast@1 sha256:") || !strings.Contains(r.stdout, "threads 1") {
 		t.Fatalf("run: %+v", r)
 	}
+	if r2 := must(run(nil, sock, "runs", "show", res.RunID), "runs show"); r2.stdout != r.stdout {
+		t.Fatalf("runs show ID differs from run ID:\n%s\n%s", r2.stdout, r.stdout)
+	}
+	for _, bad := range [][]string{{"runs", "show"}, {"runs", "list", "x"}} {
+		if r2 := run(nil, append([]string{sock}, bad...)...); r2.code != 2 {
+			t.Errorf("%v: %+v", bad, r2)
+		}
+	}
 	if r = must(run(nil, sock, "cancel", res.RunID), "cancel"); !strings.Contains(r.stdout, "already finished") {
 		t.Fatalf("cancel: %+v", r)
 	}
