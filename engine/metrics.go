@@ -24,8 +24,11 @@ type Counters struct {
 	// TokensPerJouleSource, the meter's source.
 	TokensPerJoule       float64 `json:"tokens_per_joule"`
 	TokensPerJouleSource string  `json:"tokens_per_joule_source"`
-	// DecodeSeconds is the distribution of the runs' decode time.
-	DecodeSeconds Histogram `json:"decode_seconds"`
+	// DecodeSeconds is the distribution of the runs' decode time;
+	// RequestSeconds of their request latency (queued → finished), for
+	// percentiles in Prometheus (histogram_quantile).
+	DecodeSeconds  Histogram `json:"decode_seconds"`
+	RequestSeconds Histogram `json:"request_seconds"`
 	// Power is the meter's and the cap's state now.
 	Power PowerGauges `json:"power"`
 	// LastRun is the latest completed run (nil before the first).
@@ -114,7 +117,23 @@ type LastRun struct {
 	Metrics      RunMetrics `json:"metrics"`
 }
 
-// DecodeBuckets are the upper bounds (seconds) of the decode-time histogram.
+// observe counts v in h.
+func (h *Histogram) observe(v float64) {
+	for i, b := range h.Bounds {
+		if v <= b {
+			h.Counts[i]++
+		}
+	}
+	h.Count++
+	h.Sum += v
+}
+
+func (h *Histogram) clone() Histogram {
+	return Histogram{Bounds: append([]float64(nil), h.Bounds...), Counts: append([]uint64(nil), h.Counts...), Count: h.Count, Sum: h.Sum}
+}
+
+// DecodeBuckets are the upper bounds (seconds) of the decode-time and
+// request-latency histograms.
 var DecodeBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 
 // Finish reasons always present in the counters (at 0 before any run).
@@ -129,6 +148,7 @@ type metrics struct {
 	gen      int64
 	bySource map[string]*EnergyTotals
 	decode   Histogram
+	request  Histogram
 	last     *LastRun
 	recent   []runSample // runs that ended in the last MaxMetricsWindow, oldest first
 }
@@ -188,6 +208,7 @@ func newMetrics() *metrics {
 		m.runs[r] = 0
 	}
 	m.decode = Histogram{Bounds: DecodeBuckets, Counts: make([]uint64, len(DecodeBuckets))}
+	m.request = Histogram{Bounds: DecodeBuckets, Counts: make([]uint64, len(DecodeBuckets))}
 	return m
 }
 
@@ -208,14 +229,8 @@ func (m *metrics) record(res *GenerateResult, metered bool) {
 		t.GeneratedTokens += int64(mt.GeneratedTokens)
 		t.CPUSeconds += mt.CPUSeconds
 	}
-	d := mt.DecodeMS / 1000
-	for i, b := range m.decode.Bounds {
-		if d <= b {
-			m.decode.Counts[i]++
-		}
-	}
-	m.decode.Count++
-	m.decode.Sum += d
+	m.decode.observe(mt.DecodeMS / 1000)
+	m.request.observe(mt.TotalMS / 1000)
 	m.last = &LastRun{RunID: res.RunID, ModelID: res.ModelID, FinishReason: res.FinishReason, Metrics: mt}
 	if mt.PowerCap != nil {
 		pc := *mt.PowerCap
@@ -249,17 +264,14 @@ func (m *metrics) snapshot(meterSource string) Counters {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := Counters{
-		StartTime:          m.start,
-		RunsByFinishReason: make(map[string]int64, len(m.runs)),
-		PromptTokens:       m.prompt,
-		PromptCachedTokens: m.cached,
-		GeneratedTokens:    m.gen,
-		Energy:             map[string]EnergyTotals{meterSource: {}},
-		DecodeSeconds: Histogram{
-			Bounds: append([]float64(nil), m.decode.Bounds...),
-			Counts: append([]uint64(nil), m.decode.Counts...),
-			Count:  m.decode.Count, Sum: m.decode.Sum,
-		},
+		StartTime:            m.start,
+		RunsByFinishReason:   make(map[string]int64, len(m.runs)),
+		PromptTokens:         m.prompt,
+		PromptCachedTokens:   m.cached,
+		GeneratedTokens:      m.gen,
+		Energy:               map[string]EnergyTotals{meterSource: {}},
+		DecodeSeconds:        m.decode.clone(),
+		RequestSeconds:       m.request.clone(),
 		TokensPerJouleSource: meterSource,
 	}
 	for r, n := range m.runs {

@@ -26,8 +26,12 @@ func TestMetricsWindow(t *testing.T) {
 		w.DecodeTokensPerSecond.N == 0 || w.TokensPerSecond != float64(gen)/60 {
 		t.Fatalf("window aggregates %+v (max total_ms %g)", w, maxTotal)
 	}
-	if d := e.Counters().Window; d.Seconds != DefaultMetricsWindow.Seconds() || d.Runs != 5 {
+	c := e.Counters()
+	if d := c.Window; d.Seconds != DefaultMetricsWindow.Seconds() || d.Runs != 5 {
 		t.Fatalf("default window %+v", d)
+	}
+	if h := c.RequestSeconds; h.Count != 5 || h.Counts[len(h.Counts)-1] != 5 || h.Sum <= 0 {
+		t.Fatalf("request-latency histogram %+v", h)
 	}
 	time.Sleep(20 * time.Millisecond)
 	if w := e.CountersWindow(10 * time.Millisecond).Window; w.Runs != 0 || w.RequestLatencyMS.N != 0 {

@@ -72,14 +72,8 @@ func WritePrometheus(w io.Writer, m engine.Counters) error {
 	p.family("llm_engine_cpu_quota_ratio", "gauge", "CPU quota of the worker threads' cgroup in cores (0.3 = 30% of one core; 0: unlimited).")
 	p.sample("llm_engine_cpu_quota_ratio", m.Power.QuotaCores)
 
-	h := m.DecodeSeconds
-	p.family("llm_engine_decode_seconds", "histogram", "Decode time of a run (first generated token to the last).")
-	for i, b := range h.Bounds {
-		p.sample("llm_engine_decode_seconds_bucket", float64(h.Counts[i]), "le", formatFloat(b))
-	}
-	p.sample("llm_engine_decode_seconds_bucket", float64(h.Count), "le", "+Inf")
-	p.sample("llm_engine_decode_seconds_sum", h.Sum)
-	p.sample("llm_engine_decode_seconds_count", float64(h.Count))
+	p.histogram("llm_engine_decode_seconds", "Decode time of a run (first generated token to the last).", m.DecodeSeconds)
+	p.histogram("llm_engine_request_seconds", "Request latency of a run (queued to finished).", m.RequestSeconds)
 
 	p.family("llm_engine_start_time_seconds", "gauge", "When the engine started, in seconds since the Unix epoch.")
 	p.sample("llm_engine_start_time_seconds", float64(m.StartTime.UnixNano())/1e9)
@@ -149,4 +143,18 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// histogram writes a histogram family: cumulative buckets, +Inf, sum and
+// count.
+func (p *promWriter) histogram(name, help string, h engine.Histogram) {
+	p.family(name, "histogram", help)
+	for i, b := range h.Bounds {
+		if i < len(h.Counts) {
+			p.sample(name+"_bucket", float64(h.Counts[i]), "le", formatFloat(b))
+		}
+	}
+	p.sample(name+"_bucket", float64(h.Count), "le", "+Inf")
+	p.sample(name+"_sum", h.Sum)
+	p.sample(name+"_count", float64(h.Count))
 }

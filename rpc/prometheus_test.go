@@ -27,8 +27,9 @@ func sampleMetrics() engine.Counters {
 			"estimate": {Runs: 2, Joules: 1.5, GeneratedTokens: 200, CPUSeconds: 0.15, TokensPerJoule: 200 / 1.5},
 			"rapl":     {Runs: 1, Joules: 2, GeneratedTokens: 100, CPUSeconds: 0.1, TokensPerJoule: 50},
 		},
-		DecodeSeconds: engine.Histogram{Bounds: []float64{0.1, 1, 10}, Counts: []uint64{1, 2, 3}, Count: 3, Sum: 4.2},
-		Power:         engine.PowerGauges{Source: "estimate", CurrentWatts: 3.5, MeterJoules: 12.25, CapWatts: 3, CapEnforced: true, QuotaCores: 0.3},
+		DecodeSeconds:  engine.Histogram{Bounds: []float64{0.1, 1, 10}, Counts: []uint64{1, 2, 3}, Count: 3, Sum: 4.2},
+		RequestSeconds: engine.Histogram{Bounds: []float64{0.1, 1, 10}, Counts: []uint64{0, 2, 3}, Count: 3, Sum: 5.5},
+		Power:          engine.PowerGauges{Source: "estimate", CurrentWatts: 3.5, MeterJoules: 12.25, CapWatts: 3, CapEnforced: true, QuotaCores: 0.3},
 	}
 }
 
@@ -100,6 +101,7 @@ func TestPrometheusParses(t *testing.T) {
 		"llm_engine_power_cap_enforced":             dto.MetricType_GAUGE,
 		"llm_engine_cpu_quota_ratio":                dto.MetricType_GAUGE,
 		"llm_engine_decode_seconds":                 dto.MetricType_HISTOGRAM,
+		"llm_engine_request_seconds":                dto.MetricType_HISTOGRAM,
 		"llm_engine_start_time_seconds":             dto.MetricType_GAUGE,
 	}
 	for name, typ := range types {
