@@ -92,11 +92,12 @@ func TestQueueFullCancelDisconnect32(t *testing.T) {
 	}
 	// The queue (8) fills, usually while the first sequences compute (the
 	// lane admits between steps, so all 32 may arrive before it admits
-	// one: then exactly the queue is accepted); the rest are refused at
-	// once.
+	// one: then exactly the queue is accepted; on a slow host the first
+	// runs may end while the burst still arrives, and more are accepted);
+	// the rest are refused at once.
 	accepted := st.RunsInProgress
-	if rejected() == 0 || accepted < 8 || accepted > 8+4 {
-		t.Fatalf("%d accepted, %d refused: want the queue (8) and at most a batch (4) accepted, the rest refused", accepted, rejected())
+	if rejected() == 0 || accepted < 8 {
+		t.Fatalf("%d accepted, %d refused: want at least the queue (8) accepted and the rest refused", accepted, rejected())
 	}
 	for deadline := time.Now().Add(30 * time.Second); st.ActiveSequences == 0 || st.KVBytes == 0; {
 		if time.Now().After(deadline) {
