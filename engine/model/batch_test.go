@@ -478,3 +478,64 @@ func TestStateReuse(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyPrefix: a state given another's first n positions continues
+// exactly as a state that computed them (F32 and F16 caches, states of
+// different capacities); mismatched states are refused.
+func TestCopyPrefix(t *testing.T) {
+	m := batchModel(t, "synth-256-Q4_K_M.gguf", 2)
+	V := m.Config.Vocab
+	p := []int32{1}
+	for j := 0; j < 21; j++ {
+		p = append(p, int32((5*j+11)%(V-3))+3)
+	}
+	for _, kv := range []kernels.Type{kernels.F32, kernels.F16} {
+		want := func() [][32]byte {
+			s := m.NewStateKV(len(p)+6, 1, kv)
+			l := make([]float32, V)
+			if err := m.Forward(s, p, l, false); err != nil {
+				t.Fatal(err)
+			}
+			out := [][32]byte{sum(l)}
+			for i := 0; i < 5; i++ {
+				if err := m.Forward(s, []int32{argmaxF(l)}, l, false); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, sum(l))
+			}
+			return out
+		}()
+		src := m.NewStateKV(40, 1, kv)
+		if err := m.Forward(src, append(p[:14:14], 7, 8, 9), make([]float32, V), false); err != nil { // shares 14 tokens with p
+			t.Fatal(err)
+		}
+		dst := m.NewStateKV(100, 1, kv)
+		if err := dst.CopyPrefix(src, 14); err != nil {
+			t.Fatal(err)
+		}
+		l := make([]float32, V)
+		if err := m.Forward(dst, p[14:], l, false); err != nil {
+			t.Fatal(err)
+		}
+		got := [][32]byte{sum(l)}
+		for i := 0; i < 5; i++ {
+			if err := m.Forward(dst, []int32{argmaxF(l)}, l, false); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, sum(l))
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: a copied prefix continues differently from a computed one", kv)
+		}
+		if err := dst.CopyPrefix(src, src.Pos+1); err == nil {
+			t.Errorf("%s: copying more positions than the source holds was accepted", kv)
+		}
+		other := kernels.F16
+		if kv == kernels.F16 {
+			other = kernels.F32
+		}
+		if err := m.NewStateKV(40, 1, other).CopyPrefix(src, 4); err == nil {
+			t.Errorf("%s: copying into a cache of another type was accepted", kv)
+		}
+	}
+}

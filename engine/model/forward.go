@@ -113,6 +113,44 @@ func (s *State) Truncate(n int) error {
 	return nil
 }
 
+// CopyPrefix makes s hold the first n positions of src (n ≤ src.Pos): their
+// keys and values are copied, and s continues from position n exactly as
+// src would (a position's keys and values depend only on the tokens up to
+// it). Both states must be of one model, one KV type and one RoPE factor
+// set (Model.RopeSame), and s must hold n positions.
+func (s *State) CopyPrefix(src *State, n int) error {
+	switch {
+	case s.m != src.m:
+		return errors.New("model: CopyPrefix between states of different models")
+	case s.kvType != src.kvType:
+		return fmt.Errorf("model: CopyPrefix from a %s cache into a %s one", src.kvType, s.kvType)
+	case !s.m.RopeSame(s.ctx, src.ctx):
+		return errors.New("model: CopyPrefix between states of different RoPE factors")
+	case n < 0 || n > src.Pos || n > s.ctx:
+		return fmt.Errorf("model: CopyPrefix of %d positions (source holds %d, destination %d)", n, src.Pos, s.ctx)
+	}
+	c := &s.m.Config
+	KV := c.KVDim()
+	for l := 0; l < c.Layers; l++ {
+		for d := 0; d < KV; d++ {
+			so, do := (l*KV+d)*src.ctxPad, (l*KV+d)*s.ctxPad
+			if s.kvType == kernels.F16 {
+				copy(s.kc16[do:do+n], src.kc16[so:so+n])
+			} else {
+				copy(s.kc[do:do+n], src.kc[so:so+n])
+			}
+		}
+		so, do := l*src.ctx*KV, l*s.ctx*KV
+		if s.kvType == kernels.F16 {
+			copy(s.vc16[do:do+n*KV], src.vc16[so:so+n*KV])
+		} else {
+			copy(s.vc[do:do+n*KV], src.vc[so:so+n*KV])
+		}
+	}
+	s.Pos = n
+	return nil
+}
+
 // ErrContextFull is wrapped by Forward's error when the tokens do not fit.
 var ErrContextFull = errors.New("context full")
 
