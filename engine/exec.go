@@ -309,9 +309,14 @@ type seqRun struct {
 	queuedAt  time.Time
 
 	// used by the lane's goroutine only
-	state      *model.State
-	fed        int // prompt tokens run (prefill)
-	cached     int // prompt tokens taken from a reused cache
+	state  *model.State
+	fed    int // prompt tokens run (prefill)
+	cached int // prompt tokens taken from a reused cache
+	// leader: a sequence joining at the same boundary whose prompt shares
+	// this one's first share tokens; this one waits for it to pass them,
+	// then copies them (prefill).
+	leader     *seqRun
+	share      int
 	slot       int // index in the Prefill call
 	kvBytes    int64
 	logits     []float32
@@ -416,6 +421,7 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		sr.er = e.energy.startRun()
 	}
 	e.compute.Unlock()
+	l.shareJoining(runs)
 	V := l.m.model.Config.Vocab
 	for pending := runs; len(pending) > 0; {
 		// A run cancelled between passes of its prompt stops here.
@@ -430,6 +436,7 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		if pending = keep; len(pending) == 0 {
 			break
 		}
+		l.takeShares(pending)
 		// The next pass: the pending prompts in order, each as much as
 		// the pass has room for.
 		l.spans, l.owners = l.spans[:0], l.owners[:0]
@@ -437,6 +444,9 @@ func (l *lane) Prefill(seqs []sched.Seq, done []bool, errs []error) {
 		for _, sr := range pending {
 			if left == 0 {
 				break
+			}
+			if sr.leader != nil {
+				continue // waits for its leader's pass over their shared prefix
 			}
 			k := min(left, len(sr.prompt)-sr.fed)
 			l.spans = append(l.spans, model.Span{State: sr.state, Tokens: sr.prompt[sr.fed : sr.fed+k], Logits: sr.fed+k == len(sr.prompt)})
@@ -687,3 +697,54 @@ func kvType(r *plan.Resolved) kernels.Type {
 // requests of about its size, a continuation of its conversation included,
 // at a cost of at most StateQuantum-1 positions.
 const StateQuantum = 256
+
+// MinSharedPrefix is the shortest prompt prefix that sequences joining at
+// one step boundary compute once: a follower waits a pass for its leader,
+// which pays only when the prefix saves more compute than that.
+const MinSharedPrefix = 32
+
+// shareJoining finds, for each joining sequence, an earlier one of the same
+// batch (a leader, itself not following) whose prompt shares at least
+// MinSharedPrefix more tokens with it than its own cache already holds,
+// with a cache it can copy (KV type, RoPE factors, capacity); the longest
+// such share wins. Sequences whose plan has kv_cache.reuse_prefix false
+// compute their whole prompt.
+func (l *lane) shareJoining(runs []*seqRun) {
+	m := l.m.model
+	for i, b := range runs {
+		b.leader, b.share = nil, 0
+		if !*b.res.Plan.KVCache.ReusePrefix {
+			continue
+		}
+		for _, a := range runs[:i] {
+			if a.leader != nil || a.state.KVType() != b.state.KVType() || !m.RopeSame(a.state.Ctx(), b.state.Ctx()) {
+				continue
+			}
+			c := min(commonPrefix(a.prompt, b.prompt), len(b.prompt)-1, b.state.Ctx())
+			if c >= b.fed+MinSharedPrefix && c > b.share {
+				b.leader, b.share = a, c
+			}
+		}
+	}
+}
+
+// takeShares lets each follower whose leader has computed their shared
+// prefix copy it (counted as cached prompt tokens); a follower whose leader
+// stopped before (cancelled, failed) computes its prompt itself.
+func (l *lane) takeShares(pending []*seqRun) {
+	for _, b := range pending {
+		a := b.leader
+		if a == nil {
+			continue
+		}
+		switch {
+		case a.fed >= b.share:
+			if err := b.state.CopyPrefix(a.state, b.share); err == nil {
+				b.fed, b.cached = b.share, b.share
+			}
+			b.leader = nil
+		case !slices.Contains(pending, a):
+			b.leader = nil
+		}
+	}
+}

@@ -260,3 +260,58 @@ func TestIdleStatesRope(t *testing.T) {
 		t.Fatalf("second long run: %s, %d of %d prompt tokens cached", long.FinishReason, long.Metrics.PromptCachedTokens, len(long.PromptTokens))
 	}
 }
+
+// TestSharedPrefixJoining: sequences joining at one step boundary that
+// share a long prompt prefix (a system prompt) compute it once: the others
+// copy it from the first (prompt_cached_tokens), and every sequence's
+// tokens and per-step digests equal its solo run on a fresh engine.
+func TestSharedPrefixJoining(t *testing.T) {
+	path := sharedModel(t, "stories260K.gguf")
+	ctx := context.Background()
+	// The cost policy waits for the batch: the four join together.
+	pl := map[string]any{"threads": 1, "scheduler": map[string]any{"mode": "batching", "policy": "cost", "max_batch": 4, "max_wait_ms": 300}}
+	system := "Once upon a time, there was a little girl named Lily. She lived in a small house with her mom and dad and her dog. Every day she went to the park"
+	prompts := []string{system + " with her friend", system + " and played on the swings", system + " to see the ducks", "The cat sat on the mat"}
+	e := newTestEngine(t, 1, PowerOptions{})
+	res := make([]*GenerateResult, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.Generate(ctx, GenerateRequest{Model: path, Prompt: p, MaxTokens: 12, Plan: pl, LogitsDigest: true}, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res[i] = r
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	shared := 0
+	for i, r := range res[:3] {
+		if r.Metrics.PromptCachedTokens > 0 {
+			shared++
+			if r.Metrics.PromptCachedTokens < MinSharedPrefix {
+				t.Errorf("prompt %d: %d tokens shared, under the minimum %d", i, r.Metrics.PromptCachedTokens, MinSharedPrefix)
+			}
+		}
+	}
+	if shared != 2 || res[3].Metrics.PromptCachedTokens != 0 {
+		t.Fatalf("%d of the 3 system-prompt runs took the shared prefix (want 2: all but the leader); the other run %d",
+			shared, res[3].Metrics.PromptCachedTokens)
+	}
+	fresh := newTestEngine(t, 1, PowerOptions{})
+	for i, p := range prompts {
+		f, err := fresh.Generate(ctx, GenerateRequest{Model: path, Prompt: p, MaxTokens: 12, Plan: map[string]any{"threads": 1}, LogitsDigest: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(f.Tokens, res[i].Tokens) || !slices.Equal(f.LogitsDigests, res[i].LogitsDigests) {
+			t.Fatalf("prompt %d: the run that shared a prefix differs from a fresh solo run", i)
+		}
+	}
+}
