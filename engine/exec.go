@@ -571,8 +571,9 @@ func (l *lane) Finish(s sched.Seq, err error) {
 	if sr.state != nil {
 		// The cache holds the prompt and the decoded tokens fed back, at
 		// step boundaries; after a failed pass it is not trusted.
+		// A run whose plan opts out of prefix reuse leaves none either.
 		var toks []int32
-		if hist := len(sr.prompt) + len(sr.tokens); err == nil || sr.ctx.Err() != nil || errors.Is(err, sched.ErrClosed) {
+		if hist := len(sr.prompt) + len(sr.tokens); *sr.res.Plan.KVCache.ReusePrefix && (err == nil || sr.ctx.Err() != nil || errors.Is(err, sched.ErrClosed)) {
 			if pos := sr.state.Pos; pos <= hist {
 				toks = make([]int32, 0, pos)
 				toks = append(toks, sr.prompt[:min(pos, len(sr.prompt))]...)
@@ -708,7 +709,7 @@ const MinSharedPrefix = 32
 // MinSharedPrefix more tokens with it than its own cache already holds,
 // with a cache it can copy (KV type, RoPE factors, capacity); the longest
 // such share wins. Sequences whose plan has kv_cache.reuse_prefix false
-// compute their whole prompt.
+// compute their whole prompt and lead none.
 func (l *lane) shareJoining(runs []*seqRun) {
 	m := l.m.model
 	for i, b := range runs {
@@ -717,7 +718,7 @@ func (l *lane) shareJoining(runs []*seqRun) {
 			continue
 		}
 		for _, a := range runs[:i] {
-			if a.leader != nil || a.state.KVType() != b.state.KVType() || !m.RopeSame(a.state.Ctx(), b.state.Ctx()) {
+			if a.leader != nil || !*a.res.Plan.KVCache.ReusePrefix || a.state.KVType() != b.state.KVType() || !m.RopeSame(a.state.Ctx(), b.state.Ctx()) {
 				continue
 			}
 			c := min(commonPrefix(a.prompt, b.prompt), len(b.prompt)-1, b.state.Ctx())

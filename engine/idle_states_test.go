@@ -203,6 +203,14 @@ func TestPrefixReuse(t *testing.T) {
 	if d.Metrics.PromptCachedTokens != 0 || !slices.Equal(d.LogitsDigests, a.LogitsDigests) {
 		t.Fatalf("reuse_prefix false: %d prompt tokens cached, digests equal: %v", d.Metrics.PromptCachedTokens, slices.Equal(d.LogitsDigests, a.LogitsDigests))
 	}
+	// An opted-out run leaves its cache to no other run's prefix.
+	e2 := newTestEngine(t, 1, PowerOptions{})
+	if _, err := e2.Generate(ctx, GenerateRequest{Model: path, Prompt: p1, MaxTokens: 20, Plan: off}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := gen(e2, p1, 20); r.Metrics.PromptCachedTokens != 0 {
+		t.Fatalf("a run continued from an opted-out run's cache (%d tokens)", r.Metrics.PromptCachedTokens)
+	}
 	if got, want := e.Counters().PromptCachedTokens, int64(b.Metrics.PromptCachedTokens+c.Metrics.PromptCachedTokens); got != want {
 		t.Errorf("metrics.get prompt_cached_tokens %d, want %d", got, want)
 	}

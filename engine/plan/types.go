@@ -125,7 +125,7 @@ const (
 type KVCache struct {
 	// Element type of cached keys and values: F32, or F16 (half the memory and the attention's cache reads; keys and values rounded to binary16 as they are stored, as llama.cpp's default cache does). Absent: F32.
 	Type *string `json:"type,omitzero" jsonschema:"enum=F32,enum=F16"`
-	// Continue from a finished sequence's kept cache when it holds a prefix of the prompt (bit-identical logits, only the prompt's time changes; a faster first token can tell a client that another one sent the same prefix). false: every run computes its whole prompt. Absent: true.
+	// Continue from another sequence's cache when it holds a prefix of the prompt (a finished sequence's kept cache, or a sequence joining at the same step; bit-identical logits, only the prompt's time changes; a faster first token can tell a client that another one sent the same prefix). false: the run computes its whole prompt and leaves its cache to no other run's prefix. Absent: true.
 	ReusePrefix *bool `json:"reuse_prefix,omitzero"`
 }
 
