@@ -12087,20 +12087,18 @@ attnValuesAVX2_next:
 TEXT ·attnScores2AVX2(SB), NOSPLIT, $0-56
 	MOVQ kStride+40(FP), AX
 	SHLQ $0x02, AX
-	MOVQ dstStride+8(FP), CX
-	SHLQ $0x02, CX
-	XORQ DX, DX
-	MOVQ n8+48(FP), BX
+	XORQ CX, CX
+	MOVQ n8+48(FP), DX
 
 attnScores2AVX2_blk:
-	CMPQ   BX, $0x04
+	CMPQ   DX, $0x04
 	JB     attnScores2AVX2_one
-	MOVQ   q+16(FP), SI
-	MOVQ   hd+24(FP), DI
-	SHLQ   $0x02, DI
-	MOVQ   kT+32(FP), R8
-	ADDQ   DX, R8
-	MOVQ   hd+24(FP), R9
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	ADDQ   CX, DI
+	MOVQ   hd+24(FP), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -12111,67 +12109,73 @@ attnScores2AVX2_blk:
 	VXORPS Y7, Y7, Y7
 
 attnScores2AVX2_w4_step:
-	VBROADCASTSS (SI), Y8
-	VBROADCASTSS (SI)(DI*1), Y9
-	VMOVUPS      (R8), Y10
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VMOVUPS      (DI), Y10
 	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y1
-	VMOVUPS      32(R8), Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y3
-	VMOVUPS      64(R8), Y10
-	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y9, Y4
+	VMOVUPS      32(DI), Y10
+	VFMADD231PS  Y10, Y8, Y1
 	VFMADD231PS  Y10, Y9, Y5
-	VMOVUPS      96(R8), Y10
-	VFMADD231PS  Y10, Y8, Y6
+	VMOVUPS      64(DI), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y6
+	VMOVUPS      96(DI), Y10
+	VFMADD231PS  Y10, Y8, Y3
 	VFMADD231PS  Y10, Y9, Y7
-	ADDQ         $0x04, SI
-	ADDQ         AX, R8
-	DECQ         R9
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
 	JNZ          attnScores2AVX2_w4_step
-	MOVQ         dst+0(FP), SI
-	ADDQ         DX, SI
-	VMOVUPS      Y0, (SI)
-	VMOVUPS      Y1, (SI)(CX*1)
-	VMOVUPS      Y2, 32(SI)
-	VMOVUPS      Y3, 32(SI)(CX*1)
-	VMOVUPS      Y4, 64(SI)
-	VMOVUPS      Y5, 64(SI)(CX*1)
-	VMOVUPS      Y6, 96(SI)
-	VMOVUPS      Y7, 96(SI)(CX*1)
-	ADDQ         $0x80, DX
-	SUBQ         $0x04, BX
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, 32(BX)
+	VMOVUPS      Y2, 64(BX)
+	VMOVUPS      Y3, 96(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	VMOVUPS      Y6, 64(BX)
+	VMOVUPS      Y7, 96(BX)
+	ADDQ         $0x80, CX
+	SUBQ         $0x04, DX
 	JMP          attnScores2AVX2_next
 
 attnScores2AVX2_one:
-	MOVQ   q+16(FP), SI
-	MOVQ   hd+24(FP), DI
-	SHLQ   $0x02, DI
-	MOVQ   kT+32(FP), R8
-	ADDQ   DX, R8
-	MOVQ   hd+24(FP), R9
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	ADDQ   CX, DI
+	MOVQ   hd+24(FP), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 
 attnScores2AVX2_w1_step:
-	VBROADCASTSS (SI), Y2
-	VBROADCASTSS (SI)(DI*1), Y3
-	VMOVUPS      (R8), Y4
+	VBROADCASTSS (BX), Y2
+	VBROADCASTSS (BX)(SI*1), Y3
+	VMOVUPS      (DI), Y4
 	VFMADD231PS  Y4, Y2, Y0
 	VFMADD231PS  Y4, Y3, Y1
-	ADDQ         $0x04, SI
-	ADDQ         AX, R8
-	DECQ         R9
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
 	JNZ          attnScores2AVX2_w1_step
-	MOVQ         dst+0(FP), SI
-	ADDQ         DX, SI
-	VMOVUPS      Y0, (SI)
-	VMOVUPS      Y1, (SI)(CX*1)
-	ADDQ         $0x20, DX
-	DECQ         BX
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
+	ADDQ         $0x20, CX
+	DECQ         DX
 
 attnScores2AVX2_next:
-	TESTQ BX, BX
+	TESTQ DX, DX
 	JNZ   attnScores2AVX2_blk
 	VZEROUPPER
 	RET
@@ -12207,15 +12211,15 @@ attnValues2AVX2_w4_step:
 	VBROADCASTSS (BX)(SI*1), Y9
 	VMOVUPS      (DI), Y10
 	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y1
+	VFMADD231PS  Y10, Y9, Y4
 	VMOVUPS      32(DI), Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y3
-	VMOVUPS      64(DI), Y10
-	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y8, Y1
 	VFMADD231PS  Y10, Y9, Y5
+	VMOVUPS      64(DI), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y6
 	VMOVUPS      96(DI), Y10
-	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y10, Y8, Y3
 	VFMADD231PS  Y10, Y9, Y7
 	ADDQ         $0x04, BX
 	ADDQ         AX, DI
@@ -12226,13 +12230,14 @@ attnValues2AVX2_w4_step:
 	MOVQ         hd8+40(FP), SI
 	SHLQ         $0x05, SI
 	VMOVUPS      Y0, (BX)
-	VMOVUPS      Y1, (BX)(SI*1)
-	VMOVUPS      Y2, 32(BX)
-	VMOVUPS      Y3, 32(BX)(SI*1)
-	VMOVUPS      Y4, 64(BX)
-	VMOVUPS      Y5, 64(BX)(SI*1)
-	VMOVUPS      Y6, 96(BX)
-	VMOVUPS      Y7, 96(BX)(SI*1)
+	VMOVUPS      Y1, 32(BX)
+	VMOVUPS      Y2, 64(BX)
+	VMOVUPS      Y3, 96(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	VMOVUPS      Y6, 64(BX)
+	VMOVUPS      Y7, 96(BX)
 	ADDQ         $0x80, CX
 	SUBQ         $0x04, DX
 	JMP          attnValues2AVX2_next
@@ -12262,7 +12267,8 @@ attnValues2AVX2_w1_step:
 	MOVQ         hd8+40(FP), SI
 	SHLQ         $0x05, SI
 	VMOVUPS      Y0, (BX)
-	VMOVUPS      Y1, (BX)(SI*1)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
 	ADDQ         $0x20, CX
 	DECQ         DX
 
@@ -12672,22 +12678,20 @@ attnValuesF16AVX2_next:
 TEXT ·attnScores2F16AVX2(SB), NOSPLIT, $0-56
 	MOVQ kStride+40(FP), AX
 	SHLQ $0x01, AX
-	MOVQ dstStride+8(FP), CX
-	SHLQ $0x02, CX
-	XORQ DX, DX
-	MOVQ n8+48(FP), BX
+	XORQ CX, CX
+	MOVQ n8+48(FP), DX
 
 attnScores2F16AVX2_blk:
-	CMPQ   BX, $0x04
+	CMPQ   DX, $0x04
 	JB     attnScores2F16AVX2_one
-	MOVQ   q+16(FP), SI
-	MOVQ   hd+24(FP), DI
-	SHLQ   $0x02, DI
-	MOVQ   kT+32(FP), R8
-	MOVQ   DX, R9
-	SHRQ   $0x01, R9
-	ADDQ   R9, R8
-	MOVQ   hd+24(FP), R9
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   hd+24(FP), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -12698,69 +12702,75 @@ attnScores2F16AVX2_blk:
 	VXORPS Y7, Y7, Y7
 
 attnScores2F16AVX2_w4_step:
-	VBROADCASTSS (SI), Y8
-	VBROADCASTSS (SI)(DI*1), Y9
-	VCVTPH2PS    (R8), Y10
+	VBROADCASTSS (BX), Y8
+	VBROADCASTSS (BX)(SI*1), Y9
+	VCVTPH2PS    (DI), Y10
 	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y1
-	VCVTPH2PS    16(R8), Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y3
-	VCVTPH2PS    32(R8), Y10
-	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y9, Y4
+	VCVTPH2PS    16(DI), Y10
+	VFMADD231PS  Y10, Y8, Y1
 	VFMADD231PS  Y10, Y9, Y5
-	VCVTPH2PS    48(R8), Y10
-	VFMADD231PS  Y10, Y8, Y6
+	VCVTPH2PS    32(DI), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y6
+	VCVTPH2PS    48(DI), Y10
+	VFMADD231PS  Y10, Y8, Y3
 	VFMADD231PS  Y10, Y9, Y7
-	ADDQ         $0x04, SI
-	ADDQ         AX, R8
-	DECQ         R9
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
 	JNZ          attnScores2F16AVX2_w4_step
-	MOVQ         dst+0(FP), SI
-	ADDQ         DX, SI
-	VMOVUPS      Y0, (SI)
-	VMOVUPS      Y1, (SI)(CX*1)
-	VMOVUPS      Y2, 32(SI)
-	VMOVUPS      Y3, 32(SI)(CX*1)
-	VMOVUPS      Y4, 64(SI)
-	VMOVUPS      Y5, 64(SI)(CX*1)
-	VMOVUPS      Y6, 96(SI)
-	VMOVUPS      Y7, 96(SI)(CX*1)
-	ADDQ         $0x80, DX
-	SUBQ         $0x04, BX
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	VMOVUPS      Y1, 32(BX)
+	VMOVUPS      Y2, 64(BX)
+	VMOVUPS      Y3, 96(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	VMOVUPS      Y6, 64(BX)
+	VMOVUPS      Y7, 96(BX)
+	ADDQ         $0x80, CX
+	SUBQ         $0x04, DX
 	JMP          attnScores2F16AVX2_next
 
 attnScores2F16AVX2_one:
-	MOVQ   q+16(FP), SI
-	MOVQ   hd+24(FP), DI
-	SHLQ   $0x02, DI
-	MOVQ   kT+32(FP), R8
-	MOVQ   DX, R9
-	SHRQ   $0x01, R9
-	ADDQ   R9, R8
-	MOVQ   hd+24(FP), R9
+	MOVQ   q+16(FP), BX
+	MOVQ   hd+24(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   kT+32(FP), DI
+	MOVQ   CX, R8
+	SHRQ   $0x01, R8
+	ADDQ   R8, DI
+	MOVQ   hd+24(FP), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 
 attnScores2F16AVX2_w1_step:
-	VBROADCASTSS (SI), Y2
-	VBROADCASTSS (SI)(DI*1), Y3
-	VCVTPH2PS    (R8), Y4
+	VBROADCASTSS (BX), Y2
+	VBROADCASTSS (BX)(SI*1), Y3
+	VCVTPH2PS    (DI), Y4
 	VFMADD231PS  Y4, Y2, Y0
 	VFMADD231PS  Y4, Y3, Y1
-	ADDQ         $0x04, SI
-	ADDQ         AX, R8
-	DECQ         R9
+	ADDQ         $0x04, BX
+	ADDQ         AX, DI
+	DECQ         R8
 	JNZ          attnScores2F16AVX2_w1_step
-	MOVQ         dst+0(FP), SI
-	ADDQ         DX, SI
-	VMOVUPS      Y0, (SI)
-	VMOVUPS      Y1, (SI)(CX*1)
-	ADDQ         $0x20, DX
-	DECQ         BX
+	MOVQ         dst+0(FP), BX
+	ADDQ         CX, BX
+	MOVQ         dstStride+8(FP), SI
+	SHLQ         $0x02, SI
+	VMOVUPS      Y0, (BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
+	ADDQ         $0x20, CX
+	DECQ         DX
 
 attnScores2F16AVX2_next:
-	TESTQ BX, BX
+	TESTQ DX, DX
 	JNZ   attnScores2F16AVX2_blk
 	VZEROUPPER
 	RET
@@ -12798,15 +12808,15 @@ attnValues2F16AVX2_w4_step:
 	VBROADCASTSS (BX)(SI*1), Y9
 	VCVTPH2PS    (DI), Y10
 	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y1
+	VFMADD231PS  Y10, Y9, Y4
 	VCVTPH2PS    16(DI), Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y3
-	VCVTPH2PS    32(DI), Y10
-	VFMADD231PS  Y10, Y8, Y4
+	VFMADD231PS  Y10, Y8, Y1
 	VFMADD231PS  Y10, Y9, Y5
+	VCVTPH2PS    32(DI), Y10
+	VFMADD231PS  Y10, Y8, Y2
+	VFMADD231PS  Y10, Y9, Y6
 	VCVTPH2PS    48(DI), Y10
-	VFMADD231PS  Y10, Y8, Y6
+	VFMADD231PS  Y10, Y8, Y3
 	VFMADD231PS  Y10, Y9, Y7
 	ADDQ         $0x04, BX
 	ADDQ         AX, DI
@@ -12817,13 +12827,14 @@ attnValues2F16AVX2_w4_step:
 	MOVQ         hd8+40(FP), SI
 	SHLQ         $0x05, SI
 	VMOVUPS      Y0, (BX)
-	VMOVUPS      Y1, (BX)(SI*1)
-	VMOVUPS      Y2, 32(BX)
-	VMOVUPS      Y3, 32(BX)(SI*1)
-	VMOVUPS      Y4, 64(BX)
-	VMOVUPS      Y5, 64(BX)(SI*1)
-	VMOVUPS      Y6, 96(BX)
-	VMOVUPS      Y7, 96(BX)(SI*1)
+	VMOVUPS      Y1, 32(BX)
+	VMOVUPS      Y2, 64(BX)
+	VMOVUPS      Y3, 96(BX)
+	ADDQ         SI, BX
+	VMOVUPS      Y4, (BX)
+	VMOVUPS      Y5, 32(BX)
+	VMOVUPS      Y6, 64(BX)
+	VMOVUPS      Y7, 96(BX)
 	ADDQ         $0x80, CX
 	SUBQ         $0x04, DX
 	JMP          attnValues2F16AVX2_next
@@ -12855,7 +12866,8 @@ attnValues2F16AVX2_w1_step:
 	MOVQ         hd8+40(FP), SI
 	SHLQ         $0x05, SI
 	VMOVUPS      Y0, (BX)
-	VMOVUPS      Y1, (BX)(SI*1)
+	ADDQ         SI, BX
+	VMOVUPS      Y1, (BX)
 	ADDQ         $0x20, CX
 	DECQ         DX
 

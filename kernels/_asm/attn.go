@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -64,11 +66,16 @@ func (e attnElem) goType() string {
 // blockLoop emits a loop over cnt blocks of eight floats, four at a time
 // while four remain, then one: body emits w blocks and advances its offset.
 func blockLoop(name string, cnt Register, body func(lbl string, w int)) {
+	blockLoopW(name, cnt, 4, body)
+}
+
+// blockLoopW is blockLoop wide blocks at a time, then one.
+func blockLoopW(name string, cnt Register, wide int, body func(lbl string, w int)) {
 	Label(name + "_blk")
-	CMPQ(cnt, U8(4))
+	CMPQ(cnt, U8(wide))
 	JB(LabelRef(name + "_one"))
-	body(name+"_w4", 4)
-	SUBQ(U8(4), cnt)
+	body(fmt.Sprintf("%s_w%d", name, wide), wide)
+	SUBQ(U8(wide), cnt)
 	JMP(LabelRef(name + "_next"))
 	Label(name + "_one")
 	body(name+"_w1", 1)
@@ -203,165 +210,50 @@ func genAttn() {
 	for _, e := range []attnElem{elemF32, elemF16} {
 		genAttnScores(e)
 		genAttnValues(e)
-		genAttnScores2(e)
-		genAttnValues2(e)
-		genAttnScores4(e)
-		genAttnValues4(e)
+		for _, nh := range []int{2, 4} {
+			genAttnScoresHeads(e, nh)
+			genAttnValuesHeads(e, nh)
+		}
 	}
 }
 
-// Two query heads at once (a GQA group shares its KV head): each key or
-// value vector is loaded once for both heads, halving the cache traffic that
-// bounds the one-head kernels (keys and values of a long context live in L2).
-// Every output element's chain is the same as in the one-head kernels.
+// Several query heads at once (a GQA group shares its KV head): each key or
+// value vector is loaded once for nh heads, dividing by nh the cache reads
+// that bound the one-head kernels (keys and values of a long context live
+// in L2 or memory). Pairs take four vectors of eight per head at a time,
+// quads (groups of 4 or more, as TinyLlama's 8 or Llama 3's 4) two: 16
+// registers hold the accumulators, nh broadcasts and a load. Every output
+// element's chain is the same as in the one-head kernels.
 
-func genAttnScores2(e attnElem) {
-	name := "attnScores2" + e.suffix + "AVX2"
-	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, hd int, kT *"+e.goType()+", kStride, n8 int)")
-	Doc(name+" is kernels.AttnScores"+e.suffix+" for nq = 2 over n8 > 0 blocks of eight positions",
-		"(strides in elements; hd > 0).")
-	ks := Load(Param("kStride"), GP64())
-	e.strideBytes(ks)
-	ds := Load(Param("dstStride"), GP64())
-	SHLQ(U8(2), ds)
-	p := GP64()
-	XORQ(p, p)
-	nb := Load(Param("n8"), GP64())
-	blockLoop(name, nb, func(lbl string, w int) {
-		attnScores2Body(e, lbl, w, p, ks, ds)
-		ADDQ(U8(32*w), p)
-	})
-	VZEROUPPER()
-	RET()
-}
+// headWidth is how many vectors of eight per head the nh-head kernels
+// take at a time.
+func headWidth(nh int) int { return 8 / nh }
 
-// pairChains emits w chains of FMAs of eight floats for each of two heads:
-// per step, the floats at bp (head 0) and bp+bOff (head 1), broadcast, times
-// the w vectors at vp (loaded once for both); bp advances four bytes and vp
-// vStride bytes a step, for cnt steps. It returns the accumulators.
-func pairChains(e attnElem, lbl string, w int, bp, bOff, vp, vStride, cnt Register) (acc0, acc1 []VecVirtual) {
-	acc0, acc1 = make([]VecVirtual, w), make([]VecVirtual, w)
-	for i := 0; i < w; i++ {
-		acc0[i], acc1[i] = YMM(), YMM()
-		VXORPS(acc0[i], acc0[i], acc0[i])
-		VXORPS(acc1[i], acc1[i], acc1[i])
-	}
-	Label(lbl + "_step")
-	b0, b1 := YMM(), YMM()
-	VBROADCASTSS(Mem{Base: bp}, b0)
-	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 1}, b1)
-	for i := 0; i < w; i++ {
-		t := YMM()
-		e.load(Mem{Base: vp, Disp: 8 * e.size * i}, t)
-		VFMADD231PS(t, b0, acc0[i])
-		VFMADD231PS(t, b1, acc1[i])
-	}
-	ADDQ(U8(4), bp)
-	ADDQ(vStride, vp)
-	DECQ(cnt)
-	JNZ(LabelRef(lbl + "_step"))
-	return acc0, acc1
-}
-
-// attnScores2Body: w vectors (8w positions from byte offset p) for both
-// heads: chains over the dimensions of the queries and key rows.
-func attnScores2Body(e attnElem, lbl string, w int, p, ks, ds Register) {
-	qp := Load(Param("q"), GP64())
-	hb := Load(Param("hd"), GP64())
-	SHLQ(U8(2), hb) // head 1's query follows head 0's
-	kp := Load(Param("kT"), GP64())
-	e.addOffset(p, kp)
-	d := Load(Param("hd"), GP64())
-	acc0, acc1 := pairChains(e, lbl, w, qp, hb, kp, ks, d)
-	dp := Load(Param("dst"), GP64())
-	ADDQ(p, dp)
-	for i := 0; i < w; i++ {
-		VMOVUPS(acc0[i], Mem{Base: dp, Disp: 32 * i})
-		VMOVUPS(acc1[i], Mem{Base: dp, Index: ds, Scale: 1, Disp: 32 * i})
-	}
-}
-
-func genAttnValues2(e attnElem) {
-	name := "attnValues2" + e.suffix + "AVX2"
-	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride int, v *"+e.goType()+", vStride, hd8, n int)")
-	Doc(name+" is kernels.AttnValues"+e.suffix+" for nq = 2 and hd = 8*hd8 (strides in",
-		"elements; hd8, n > 0).")
-	vs := Load(Param("vStride"), GP64())
-	e.strideBytes(vs)
-	o := GP64()
-	XORQ(o, o)
-	nd := Load(Param("hd8"), GP64())
-	blockLoop(name, nd, func(lbl string, w int) {
-		attnValues2Body(e, lbl, w, o, vs)
-		ADDQ(U8(32*w), o)
-	})
-	VZEROUPPER()
-	RET()
-}
-
-// attnValues2Body: w vectors (8w dimensions from byte offset o) of both
-// heads: chains over the positions' probabilities and value rows.
-func attnValues2Body(e attnElem, lbl string, w int, o, vs Register) {
-	pp := Load(Param("prob"), GP64())
-	ps := Load(Param("pStride"), GP64())
-	SHLQ(U8(2), ps) // head 1's probabilities
-	vp := Load(Param("v"), GP64())
-	e.addOffset(o, vp)
-	cnt := Load(Param("n"), GP64())
-	acc0, acc1 := pairChains(e, lbl, w, pp, ps, vp, vs, cnt)
-	op := Load(Param("out"), GP64())
-	ADDQ(o, op)
-	hb := Load(Param("hd8"), GP64())
-	SHLQ(U8(5), hb) // head 1's outputs follow head 0's hd floats
-	for i := 0; i < w; i++ {
-		VMOVUPS(acc0[i], Mem{Base: op, Disp: 32 * i})
-		VMOVUPS(acc1[i], Mem{Base: op, Index: hb, Scale: 1, Disp: 32 * i})
-	}
-}
-
-// Four query heads at once (GQA groups of 4 or more, as TinyLlama's 8 or
-// Llama 3's 4): each key or value vector is loaded once for four heads,
-// halving again the cache reads of a long context. Two vectors of eight
-// per head at a time (16 registers: 8 accumulators, 4 broadcasts, a load).
-// Every output element's chain is the same as in the one-head kernels.
-
-// blockLoop2 is blockLoop two blocks at a time, then one.
-func blockLoop2(name string, cnt Register, body func(lbl string, w int)) {
-	Label(name + "_blk")
-	CMPQ(cnt, U8(2))
-	JB(LabelRef(name + "_one"))
-	body(name+"_w2", 2)
-	SUBQ(U8(2), cnt)
-	JMP(LabelRef(name + "_next"))
-	Label(name + "_one")
-	body(name+"_w1", 1)
-	DECQ(cnt)
-	Label(name + "_next")
-	TESTQ(cnt, cnt)
-	JNZ(LabelRef(name + "_blk"))
-}
-
-// quadChains is pairChains for four heads: head h's float at bp + h*bOff.
-func quadChains(e attnElem, lbl string, w int, bp, bOff, vp, vStride, cnt Register) [4][]VecVirtual {
-	var acc [4][]VecVirtual
+// headChains emits w chains of FMAs of eight floats for each of nh heads
+// (2 or 4): per step, head h's float at bp + h*bOff, broadcast, times the w
+// vectors at vp (loaded once for all heads); bp advances four bytes and vp
+// vStride bytes a step, for cnt steps. It returns acc[h][i].
+func headChains(e attnElem, lbl string, nh, w int, bp, bOff, vp, vStride, cnt Register) [][]VecVirtual {
+	acc := make([][]VecVirtual, nh)
 	for h := range acc {
 		acc[h] = make([]VecVirtual, w)
-		for i := 0; i < w; i++ {
+		for i := range acc[h] {
 			acc[h][i] = YMM()
 			VXORPS(acc[h][i], acc[h][i], acc[h][i])
 		}
 	}
-	b3 := GP64()
-	LEAQ(Mem{Base: bOff, Index: bOff, Scale: 2}, b3)
+	at := []Mem{{Base: bp}, {Base: bp, Index: bOff, Scale: 1}}
+	if nh == 4 {
+		b3 := GP64()
+		LEAQ(Mem{Base: bOff, Index: bOff, Scale: 2}, b3)
+		at = append(at, Mem{Base: bp, Index: bOff, Scale: 2}, Mem{Base: bp, Index: b3, Scale: 1})
+	}
 	Label(lbl + "_step")
-	var bc [4]VecVirtual
+	bc := make([]VecVirtual, nh)
 	for h := range bc {
 		bc[h] = YMM()
+		VBROADCASTSS(at[h], bc[h])
 	}
-	VBROADCASTSS(Mem{Base: bp}, bc[0])
-	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 1}, bc[1])
-	VBROADCASTSS(Mem{Base: bp, Index: bOff, Scale: 2}, bc[2])
-	VBROADCASTSS(Mem{Base: bp, Index: b3, Scale: 1}, bc[3])
 	for i := 0; i < w; i++ {
 		t := YMM()
 		e.load(Mem{Base: vp, Disp: 8 * e.size * i}, t)
@@ -376,72 +268,72 @@ func quadChains(e attnElem, lbl string, w int, bp, bOff, vp, vStride, cnt Regist
 	return acc
 }
 
-func genAttnScores4(e attnElem) {
-	name := "attnScores4" + e.suffix + "AVX2"
+// storeHeads stores acc[h][i] at out + h*stride + 32i.
+func storeHeads(acc [][]VecVirtual, out, stride Register) {
+	for h := range acc {
+		for i := range acc[h] {
+			VMOVUPS(acc[h][i], Mem{Base: out, Disp: 32 * i})
+		}
+		if h+1 < len(acc) {
+			ADDQ(stride, out)
+		}
+	}
+}
+
+func genAttnScoresHeads(e attnElem, nh int) {
+	name := fmt.Sprintf("attnScores%d%sAVX2", nh, e.suffix)
 	TEXT(name, NOSPLIT, "func(dst *float32, dstStride int, q *float32, hd int, kT *"+e.goType()+", kStride, n8 int)")
-	Doc(name+" is kernels.AttnScores"+e.suffix+" for nq = 4 over n8 > 0 blocks of eight positions",
+	Doc(fmt.Sprintf("%s is kernels.AttnScores%s for nq = %d over n8 > 0 blocks of eight positions", name, e.suffix, nh),
 		"(strides in elements; hd > 0).")
 	ks := Load(Param("kStride"), GP64())
 	e.strideBytes(ks)
-	p := GP64()
+	p := GP64() // byte offset of the position block in a row
 	XORQ(p, p)
 	nb := Load(Param("n8"), GP64())
-	blockLoop2(name, nb, func(lbl string, w int) {
+	blockLoopW(name, nb, headWidth(nh), func(lbl string, w int) {
+		// Chains over the dimensions of the queries and key rows.
 		qp := Load(Param("q"), GP64())
 		hb := Load(Param("hd"), GP64())
 		SHLQ(U8(2), hb) // head h's query at q + h*hd floats
 		kp := Load(Param("kT"), GP64())
 		e.addOffset(p, kp)
 		d := Load(Param("hd"), GP64())
-		acc := quadChains(e, lbl, w, qp, hb, kp, ks, d)
+		acc := headChains(e, lbl, nh, w, qp, hb, kp, ks, d)
 		dp := Load(Param("dst"), GP64())
 		ADDQ(p, dp)
 		ds := Load(Param("dstStride"), GP64())
 		SHLQ(U8(2), ds)
-		for h := range acc {
-			for i := 0; i < w; i++ {
-				VMOVUPS(acc[h][i], Mem{Base: dp, Disp: 32 * i})
-			}
-			if h < 3 {
-				ADDQ(ds, dp)
-			}
-		}
+		storeHeads(acc, dp, ds)
 		ADDQ(U8(32*w), p)
 	})
 	VZEROUPPER()
 	RET()
 }
 
-func genAttnValues4(e attnElem) {
-	name := "attnValues4" + e.suffix + "AVX2"
+func genAttnValuesHeads(e attnElem, nh int) {
+	name := fmt.Sprintf("attnValues%d%sAVX2", nh, e.suffix)
 	TEXT(name, NOSPLIT, "func(out *float32, prob *float32, pStride int, v *"+e.goType()+", vStride, hd8, n int)")
-	Doc(name+" is kernels.AttnValues"+e.suffix+" for nq = 4 and hd = 8*hd8 (strides in",
+	Doc(fmt.Sprintf("%s is kernels.AttnValues%s for nq = %d and hd = 8*hd8 (strides in", name, e.suffix, nh),
 		"elements; hd8, n > 0).")
 	vs := Load(Param("vStride"), GP64())
 	e.strideBytes(vs)
-	o := GP64()
+	o := GP64() // byte offset of the dimension block
 	XORQ(o, o)
 	nd := Load(Param("hd8"), GP64())
-	blockLoop2(name, nd, func(lbl string, w int) {
+	blockLoopW(name, nd, headWidth(nh), func(lbl string, w int) {
+		// Chains over the positions' probabilities and value rows.
 		pp := Load(Param("prob"), GP64())
 		ps := Load(Param("pStride"), GP64())
 		SHLQ(U8(2), ps) // head h's probabilities at prob + h*pStride
 		vp := Load(Param("v"), GP64())
 		e.addOffset(o, vp)
 		cnt := Load(Param("n"), GP64())
-		acc := quadChains(e, lbl, w, pp, ps, vp, vs, cnt)
+		acc := headChains(e, lbl, nh, w, pp, ps, vp, vs, cnt)
 		op := Load(Param("out"), GP64())
 		ADDQ(o, op)
 		hb := Load(Param("hd8"), GP64())
 		SHLQ(U8(5), hb) // head h's outputs at out + h*hd floats
-		for h := range acc {
-			for i := 0; i < w; i++ {
-				VMOVUPS(acc[h][i], Mem{Base: op, Disp: 32 * i})
-			}
-			if h < 3 {
-				ADDQ(hb, op)
-			}
-		}
+		storeHeads(acc, op, hb)
 		ADDQ(U8(32*w), o)
 	})
 	VZEROUPPER()
