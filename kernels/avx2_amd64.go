@@ -207,69 +207,59 @@ var (
 
 // avx2Attn are the attention kernels (zero without AVX2).
 var avx2Attn = ifAVX2(attnFuncs{
-	scores: func(dst []float32, dstStride int, q []float32, nq, hd int, kT []float32, kStride, n int) {
-		checkAttnScores(dst, dstStride, q, nq, hd, kT, kStride, n)
-		n8 := (n + 7) / 8
-		g := 0
-		for ; g+4 <= nq; g += 4 { // four heads share each key load
-			attnScores4AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
-		}
-		for ; g+2 <= nq; g += 2 { // head pairs share each key load
-			attnScores2AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
-		}
-		if g < nq {
-			attnScoresAVX2(&dst[g*dstStride], dstStride, &q[g*hd], nq-g, hd, &kT[0], kStride, n8)
-		}
-	},
-	values: func(out []float32, prob []float32, pStride, nq int, v []float32, vStride, hd, n int) {
-		checkAttnValues(out, prob, pStride, nq, v, vStride, hd, n)
-		if hd%8 != 0 {
-			AttnValues(out, prob, pStride, nq, v, vStride, hd, n)
-			return
-		}
-		g := 0
-		for ; g+4 <= nq; g += 4 { // four heads share each value load
-			attnValues4AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
-		}
-		for ; g+2 <= nq; g += 2 { // head pairs share each value load
-			attnValues2AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
-		}
-		if g < nq {
-			attnValuesAVX2(&out[g*hd], &prob[g*pStride], pStride, nq-g, &v[0], vStride, hd/8, n)
-		}
-	},
-	scoresF16: func(dst []float32, dstStride int, q []float32, nq, hd int, kT []uint16, kStride, n int) {
-		checkAttnScoresN(dst, dstStride, q, nq, hd, len(kT), kStride, n)
-		n8 := (n + 7) / 8
-		g := 0
-		for ; g+4 <= nq; g += 4 {
-			attnScores4F16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
-		}
-		for ; g+2 <= nq; g += 2 {
-			attnScores2F16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
-		}
-		if g < nq {
-			attnScoresF16AVX2(&dst[g*dstStride], dstStride, &q[g*hd], nq-g, hd, &kT[0], kStride, n8)
-		}
-	},
-	valuesF16: func(out []float32, prob []float32, pStride, nq int, v []uint16, vStride, hd, n int) {
-		checkAttnValuesN(out, prob, pStride, nq, len(v), vStride, hd, n)
-		if hd%8 != 0 {
-			AttnValuesF16(out, prob, pStride, nq, v, vStride, hd, n)
-			return
-		}
-		g := 0
-		for ; g+4 <= nq; g += 4 {
-			attnValues4F16AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
-		}
-		for ; g+2 <= nq; g += 2 {
-			attnValues2F16AVX2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
-		}
-		if g < nq {
-			attnValuesF16AVX2(&out[g*hd], &prob[g*pStride], pStride, nq-g, &v[0], vStride, hd/8, n)
-		}
-	},
+	scores: attnF32.scores, values: attnF32.values,
+	scoresF16: attnF16.scores, valuesF16: attnF16.values,
 })
+
+// attnAsm are the assembly attention kernels of one cache element type:
+// one head, pairs and quads of heads (a group's heads then share each key
+// or value load), and the pure-Go twin of values for head sizes that are
+// not a multiple of 8.
+type attnAsm[E float32 | uint16] struct {
+	scores1          func(dst *float32, dstStride int, q *float32, nq, hd int, kT *E, kStride, n8 int)
+	scores2, scores4 func(dst *float32, dstStride int, q *float32, hd int, kT *E, kStride, n8 int)
+	values1          func(out *float32, prob *float32, pStride, nq int, v *E, vStride, hd8, n int)
+	values2, values4 func(out *float32, prob *float32, pStride int, v *E, vStride, hd8, n int)
+	valuesGo         func(out []float32, prob []float32, pStride, nq int, v []E, vStride, hd, n int)
+}
+
+var (
+	attnF32 = attnAsm[float32]{attnScoresAVX2, attnScores2AVX2, attnScores4AVX2, attnValuesAVX2, attnValues2AVX2, attnValues4AVX2, AttnValues}
+	attnF16 = attnAsm[uint16]{attnScoresF16AVX2, attnScores2F16AVX2, attnScores4F16AVX2, attnValuesF16AVX2, attnValues2F16AVX2, attnValues4F16AVX2, AttnValuesF16}
+)
+
+func (k attnAsm[E]) scores(dst []float32, dstStride int, q []float32, nq, hd int, kT []E, kStride, n int) {
+	checkAttnScoresN(dst, dstStride, q, nq, hd, len(kT), kStride, n)
+	n8 := (n + 7) / 8
+	g := 0
+	for ; g+4 <= nq; g += 4 {
+		k.scores4(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
+	}
+	for ; g+2 <= nq; g += 2 {
+		k.scores2(&dst[g*dstStride], dstStride, &q[g*hd], hd, &kT[0], kStride, n8)
+	}
+	if g < nq {
+		k.scores1(&dst[g*dstStride], dstStride, &q[g*hd], nq-g, hd, &kT[0], kStride, n8)
+	}
+}
+
+func (k attnAsm[E]) values(out []float32, prob []float32, pStride, nq int, v []E, vStride, hd, n int) {
+	checkAttnValuesN(out, prob, pStride, nq, len(v), vStride, hd, n)
+	if hd%8 != 0 {
+		k.valuesGo(out, prob, pStride, nq, v, vStride, hd, n)
+		return
+	}
+	g := 0
+	for ; g+4 <= nq; g += 4 {
+		k.values4(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
+	}
+	for ; g+2 <= nq; g += 2 {
+		k.values2(&out[g*hd], &prob[g*pStride], pStride, &v[0], vStride, hd/8, n)
+	}
+	if g < nq {
+		k.values1(&out[g*hd], &prob[g*pStride], pStride, nq-g, &v[0], vStride, hd/8, n)
+	}
+}
 
 func ifAVX2[F any](f F) F {
 	if !HasAVX2 {
