@@ -163,8 +163,11 @@ func (m *metrics) sample(res *GenerateResult) {
 	for drop < len(m.recent) && (now.Sub(m.recent[drop].end) > MaxMetricsWindow || len(m.recent)-drop > maxRunSamples) {
 		drop++
 	}
-	if drop > 0 {
-		m.recent = append(m.recent[:0], m.recent[drop:]...)
+	// Reslicing drops the oldest; the backing array is compacted only
+	// when append would grow it, so a steady state copies nothing per run.
+	m.recent = m.recent[drop:]
+	if len(m.recent) == cap(m.recent) {
+		m.recent = append(make([]runSample, 0, 2*len(m.recent)+16), m.recent...)
 	}
 }
 
