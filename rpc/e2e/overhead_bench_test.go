@@ -19,7 +19,8 @@ import (
 // the run record's fsync) against the same forward passes run bare
 // (model.Batch on a pool owned by a locked thread, as a lane does, feeding
 // the tokens the daemon generated). overhead = 1 - bare / daemon, medians
-// over the iterations.
+// over the iterations; outside_run_ms is the wall time beyond the run's own
+// total_ms, in_run_us/token what total_ms adds to the bare passes per token.
 //
 //	go test -run '^$' -bench RuntimeOverhead -benchtime 20x ./rpc/e2e/
 func BenchmarkRuntimeOverhead(b *testing.B) {
@@ -45,18 +46,26 @@ func BenchmarkRuntimeOverhead(b *testing.B) {
 				}
 				bare := bareRunner(b, sharedModel(b, file), threads, res.PromptTokens, res.Tokens)
 				defer bare.close()
-				var daemonT, bareT []float64
+				var daemonT, bareT, outside, inRun []float64
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					_, d := gen()
+					r, d := gen()
+					bt := bare.run().Seconds()
 					daemonT = append(daemonT, d.Seconds())
-					bareT = append(bareT, bare.run().Seconds())
+					bareT = append(bareT, bt)
+					// Outside the run: the client's wall time beyond the
+					// engine's total_ms (RPC, plan, record, reply); inside:
+					// total_ms beyond the bare passes, per token.
+					outside = append(outside, d.Seconds()*1e3-r.Metrics.TotalMS)
+					inRun = append(inRun, (r.Metrics.TotalMS-bt*1e3)*1e3/n)
 				}
 				b.StopTimer()
 				dm, bm := median(daemonT), median(bareT)
 				b.ReportMetric(float64(n)/dm, "daemon_tok/s")
 				b.ReportMetric(float64(n)/bm, "bare_tok/s")
 				b.ReportMetric(100*(1-bm/dm), "overhead_%")
+				b.ReportMetric(median(outside), "outside_run_ms")
+				b.ReportMetric(median(inRun), "in_run_us/token")
 			})
 		}
 	}
