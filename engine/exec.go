@@ -56,7 +56,8 @@ type lane struct {
 
 // idleStates are the KV states of a lane's finished sequences, kept for its
 // next ones. Allocating a state means zeroing its whole cache (23 MB for a
-// TinyLlama-1.1B shape and 512 tokens; 0.1-1 ms for synth-256's 1 MB) on
+// TinyLlama-1.1B shape and 512 tokens; ~0.09 ms for synth-256's 1 MB in a
+// warm loop, model.BenchmarkNewState, more with fresh pages) on
 // the lane's thread while the batch's other sequences wait, and it left the
 // garbage collector a cache per request to reclaim, its background marking
 // competing with the compute threads. A reused state holds the previous

@@ -539,3 +539,18 @@ func TestCopyPrefix(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkNewState: allocating a sequence's state (its KV cache zeroed)
+// for synth-256 at its 256-token context, what the engine's lanes save by
+// keeping finished sequences' states (engine/exec.go, idleStates).
+func BenchmarkNewState(b *testing.B) {
+	m := batchModel(b, "synth-256-Q4_K_M.gguf", 1)
+	for _, kv := range []kernels.Type{kernels.F32, kernels.F16} {
+		b.Run(kv.String(), func(b *testing.B) {
+			for b.Loop() {
+				s := m.NewStateKV(256, 1, kv)
+				s.storeKV(0, 0, make([]float32, m.Config.KVDim()), make([]float32, m.Config.KVDim()))
+			}
+		})
+	}
+}
