@@ -263,54 +263,56 @@ func candidates(base map[string]any, o Options) []Candidate {
 		for _, q := range quants {
 			for _, b := range batches {
 				for _, kv := range kvs {
-					p := clone(base)
-					var parts []string
-					if t > 0 {
-						p["threads"] = t
-						parts = append(parts, fmt.Sprintf("threads=%d", t))
+					c := candidate(base, t, q, b, kv)
+					if j, _ := json.Marshal(c.Plan); string(j) != string(baseJSON) {
+						out = append(out, c)
 					}
-					if q != "" {
-						qm, _ := p["quantization"].(map[string]any)
-						if qm == nil {
-							qm = map[string]any{}
-						}
-						qm["default"] = q
-						p["quantization"] = qm
-						parts = append(parts, "quant="+q)
-					}
-					if b > 0 {
-						sm, _ := p["scheduler"].(map[string]any)
-						if sm == nil {
-							sm = map[string]any{}
-						}
-						if b == 1 {
-							sm["mode"] = "simple"
-							delete(sm, "max_wait_ms")
-						} else {
-							sm["mode"] = "batching"
-						}
-						sm["max_batch"] = b
-						p["scheduler"] = sm
-						parts = append(parts, fmt.Sprintf("batch=%d", b))
-					}
-					if kv != "" {
-						km, _ := p["kv_cache"].(map[string]any)
-						if km == nil {
-							km = map[string]any{}
-						}
-						km["type"] = kv
-						p["kv_cache"] = km
-						parts = append(parts, "kv="+kv)
-					}
-					if j, _ := json.Marshal(p); string(j) == string(baseJSON) {
-						continue
-					}
-					out = append(out, Candidate{Label: strings.Join(parts, ","), Plan: p})
 				}
 			}
 		}
 	}
 	return out
+}
+
+// candidate is base with the threads, quantization scheme, batch size and
+// KV cache type set (zero values keep the base's).
+func candidate(base map[string]any, t int, q string, b int, kv string) Candidate {
+	p := clone(base)
+	var parts []string
+	if t > 0 {
+		p["threads"] = t
+		parts = append(parts, fmt.Sprintf("threads=%d", t))
+	}
+	if q != "" {
+		sub(p, "quantization")["default"] = q
+		parts = append(parts, "quant="+q)
+	}
+	if b > 0 {
+		sm := sub(p, "scheduler")
+		if b == 1 {
+			sm["mode"] = "simple"
+			delete(sm, "max_wait_ms")
+		} else {
+			sm["mode"] = "batching"
+		}
+		sm["max_batch"] = b
+		parts = append(parts, fmt.Sprintf("batch=%d", b))
+	}
+	if kv != "" {
+		sub(p, "kv_cache")["type"] = kv
+		parts = append(parts, "kv="+kv)
+	}
+	return Candidate{Label: strings.Join(parts, ","), Plan: p}
+}
+
+// sub returns the object p[key], made when absent.
+func sub(p map[string]any, key string) map[string]any {
+	m, _ := p[key].(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+		p[key] = m
+	}
+	return m
 }
 
 func clone(m map[string]any) map[string]any {
