@@ -180,9 +180,6 @@ func (p *idleStates) put(s *model.State, toks []int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	if toks == nil {
-		s.Reset()
-	}
 	p.s = append(p.s, s)
 	p.toks = append(p.toks, toks)
 	p.since = append(p.since, now)
